@@ -9,6 +9,7 @@ export default defineConfig({
       { test: { name: 'netns', include: ['test/netns/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 60_000, fileParallelism: false } },
       { test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
       { test: { name: 'kernel', include: ['test/kernel/**/*.test.ts'], testTimeout: 600_000, hookTimeout: 300_000, fileParallelism: false } },
+      { test: { name: 'bench', include: ['bench/**/*.bench.ts'], testTimeout: 600_000, hookTimeout: 300_000, fileParallelism: false } },
     ],
   },
 })
