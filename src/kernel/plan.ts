@@ -1,0 +1,333 @@
+// The pure heart of the reconciler: (observed kernel state, desired state) →
+// the list of operations that makes the kernel match, touching only objects
+// meshd owns (design §3). No I/O here; tests pin the exact operations.
+
+import { canonicalCidr, canonicalIp, parseCidr } from './ip.js'
+import type { LinkChange } from './port.js'
+import {
+  RTPROT_MESHD,
+  isOwnedLinkName,
+  isOwnedRulePriority,
+  isOwnedTable,
+  type Address,
+  type DesiredState,
+  type Link,
+  type NextHop,
+  type ObservedLink,
+  type ObservedState,
+  type ObservedWireguardDevice,
+  type Route,
+  type RouteScope,
+  type Rule,
+  type WireguardDevice,
+} from './types.js'
+
+export type Operation =
+  | { op: 'linkAdd'; link: Link }
+  | { op: 'linkSet'; name: string; change: LinkChange }
+  | { op: 'linkDel'; name: string }
+  /** Start (userspace) WireGuard for a link; kernel WireGuard links come from linkAdd. */
+  | { op: 'wgEnsure'; name: string }
+  | { op: 'wgSet'; device: WireguardDevice }
+  | { op: 'sysctlSet'; key: string; value: string }
+  | { op: 'addrAdd'; address: Address }
+  | { op: 'addrDel'; address: Address }
+  | { op: 'routeReplace'; route: Route }
+  | { op: 'routeDel'; route: Route }
+  | { op: 'ruleAdd'; rule: Rule }
+  | { op: 'ruleDel'; rule: Rule }
+
+export interface PlanOptions {
+  /** How this host runs WireGuard: kernel links report kind "wireguard", wireguard-go ones "tun". */
+  wireguardBackend: 'kernel' | 'userspace'
+}
+
+// ── Ownership ────────────────────────────────────────────────────────────────
+
+export function ownsLink(link: ObservedLink): boolean {
+  return isOwnedLinkName(link.name)
+}
+export function ownsAddress(address: { link: string; protocol?: number }): boolean {
+  return isOwnedLinkName(address.link) || address.protocol === RTPROT_MESHD
+}
+export function ownsRoute(route: { table: number; protocol: number }): boolean {
+  return isOwnedTable(route.table) && route.protocol === RTPROT_MESHD
+}
+export function ownsRule(rule: { priority: number; protocol: number }): boolean {
+  return isOwnedRulePriority(rule.priority) && rule.protocol === RTPROT_MESHD
+}
+
+// ── Canonical keys: what makes two objects "the same one" ────────────────────
+
+export function addressKey(a: Address): string {
+  return `${a.link}|${canonicalCidr(a.local)}|${a.peer === undefined ? '' : canonicalCidr(a.peer)}`
+}
+
+/** The kernel identifies a route by family, table, destination, metric (and tos, which meshd never sets). */
+export function routeKey(r: Route): string {
+  const dst = parseCidr(r.dst)
+  return `${dst?.family ?? '?'}|${r.table}|${canonicalCidr(r.dst)}|${r.metric ?? 0}`
+}
+
+function nexthopText(n: NextHop): string {
+  return `${n.via === undefined ? '' : canonicalIp(n.via)}@${n.dev}${n.onlink === true ? '/onlink' : ''}*${n.weight ?? 1}`
+}
+
+/** The scope the kernel gives a route when none is asked for (iproute2's rule): link for a gateway-less unicast route. */
+export function effectiveRouteScope(r: Route): RouteScope {
+  if (r.scope !== undefined) return r.scope
+  if ((r.type ?? 'unicast') !== 'unicast') return 'global'
+  const hops = r.multipath ?? (r.nexthop ? [r.nexthop] : [])
+  return hops.some((n) => n.via !== undefined) ? 'global' : 'link'
+}
+
+/** Everything about a route that routeReplace sets, in one comparable string. */
+export function routeContent(r: Route): string {
+  const hops = r.multipath ? r.multipath.map(nexthopText).sort().join(',') : r.nexthop ? nexthopText(r.nexthop) : ''
+  return [routeKey(r), r.type ?? 'unicast', effectiveRouteScope(r), r.src === undefined ? '' : canonicalIp(r.src), hops].join('|')
+}
+
+function routeDevices(r: Route): string[] {
+  return (r.multipath ?? (r.nexthop ? [r.nexthop] : [])).map((n) => n.dev)
+}
+
+/** A rule is identified by its whole content. */
+export function ruleKey(r: Rule): string {
+  return [
+    r.family,
+    r.priority,
+    r.table,
+    r.from === undefined ? '' : canonicalCidr(r.from),
+    r.to === undefined ? '' : canonicalCidr(r.to),
+    r.iif ?? '',
+    r.oif ?? '',
+    r.fwmark ? `${r.fwmark.value}/${r.fwmark.mask}` : '',
+    r.suppressPrefixLength ?? '',
+  ].join('|')
+}
+
+// ── Links ────────────────────────────────────────────────────────────────────
+
+function observedKindFor(link: Link, options: PlanOptions): string {
+  return link.kind === 'wireguard' && options.wireguardBackend === 'userspace' ? 'tun' : link.kind
+}
+
+/** Kind-specific attributes that cannot change in place; a difference means re-create. */
+function immutableAttributes(link: Link): Record<string, unknown> {
+  switch (link.kind) {
+    case 'gre':
+    case 'gretap':
+      return { local: link.local, remote: link.remote, ttl: link.ttl, key: link.key, dev: link.dev }
+    case 'vxlan':
+      return { vni: link.vni, port: link.port, local: link.local, dev: link.dev, learning: link.learning }
+    case 'bond':
+      return { mode: link.mode, miimonMs: link.miimonMs, arpIntervalMs: link.arpIntervalMs }
+    default:
+      return {}
+  }
+}
+
+function needsRecreate(link: Link, observed: ObservedLink, options: PlanOptions): boolean {
+  if (observed.kind !== observedKindFor(link, options)) return true
+  // Compare only what the kernel dump decoded; an attribute it does not report cannot be judged.
+  const info = observed.info ?? {}
+  for (const [key, wanted] of Object.entries(immutableAttributes(link))) {
+    if (wanted === undefined || !(key in info)) continue
+    const have = info[key]
+    const same = typeof wanted === 'string' && typeof have === 'string' && parseCidr(wanted) ? canonicalIp(wanted) === canonicalIp(have) : wanted === have
+    if (!same) return true
+  }
+  return false
+}
+
+/** Masters (bonds, bridges) first so that slaves can be enslaved as they are created. */
+function linkCreationRank(link: Link): number {
+  return link.kind === 'bond' || link.kind === 'bridge' ? 0 : 1
+}
+
+// ── WireGuard ────────────────────────────────────────────────────────────────
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false
+  const setB = new Set(b)
+  return a.every((x) => setB.has(x))
+}
+
+/** True when the device must be (re)configured. Keys compare by value; peers and allowed IPs as sets. */
+export function wireguardDeviceDiffers(desired: WireguardDevice, observed: ObservedWireguardDevice | undefined): boolean {
+  if (!observed) return true
+  if (observed.privateKey?.reveal() !== desired.privateKey.reveal()) return true
+  if (observed.listenPort !== desired.listenPort) return true
+  if ((observed.fwmark ?? 0) !== (desired.fwmark ?? 0)) return true
+  if (observed.peers.length !== desired.peers.length) return true
+  const byKey = new Map(observed.peers.map((p) => [p.publicKey, p]))
+  return desired.peers.some((want) => {
+    const have = byKey.get(want.publicKey)
+    if (!have) return true
+    if ((have.presharedKey?.reveal() ?? '') !== (want.presharedKey?.reveal() ?? '')) return true
+    if ((have.persistentKeepaliveSeconds ?? 0) !== (want.persistentKeepaliveSeconds ?? 0)) return true
+    const endpoint = (e: { address: string; port: number } | undefined): string => (e ? `${canonicalIp(e.address)}:${e.port}` : '')
+    // An unset desired endpoint leaves the roaming endpoint the peer taught us alone.
+    if (want.endpoint !== undefined && endpoint(have.endpoint) !== endpoint(want.endpoint)) return true
+    return !sameSet(have.allowedIps.map(canonicalCidr), want.allowedIps.map(canonicalCidr))
+  })
+}
+
+// ── The plan ─────────────────────────────────────────────────────────────────
+
+/**
+ * Operations that turn `observed` into `desired`, in apply order: links (masters
+ * first), WireGuard configuration, sysctls, addresses, routes, rules — all
+ * additions and changes — then deletions in reverse (rules, routes, addresses,
+ * links). Objects meshd does not own are never touched. `desired` must have
+ * passed validateDesiredState.
+ */
+export function planOperations(observed: ObservedState, desired: DesiredState, options: PlanOptions): Operation[] {
+  const adds: Operation[] = []
+  const deletes: Operation[] = []
+
+  // Links.
+  const observedLinks = new Map(observed.links.map((l) => [l.name, l]))
+  const desiredLinkNames = new Set(desired.links.map((l) => l.name))
+  const recreated = new Set<string>()
+  const linksToDelete = new Set(observed.links.filter((l) => ownsLink(l) && !desiredLinkNames.has(l.name)).map((l) => l.name))
+  const sortedLinks = [...desired.links].sort((a, b) => linkCreationRank(a) - linkCreationRank(b))
+  for (const link of sortedLinks) {
+    const have = observedLinks.get(link.name)
+    if (have && needsRecreate(link, have, options)) {
+      adds.push({ op: 'linkDel', name: link.name })
+      recreated.add(link.name)
+    }
+    if (!have || recreated.has(link.name)) {
+      if (link.kind === 'wireguard' && options.wireguardBackend === 'userspace') adds.push({ op: 'wgEnsure', name: link.name })
+      else adds.push({ op: 'linkAdd', link })
+      // A new link starts down, without master or MTU; set what is wanted in one step.
+      const change: LinkChange = {}
+      if (link.mtu !== undefined) change.mtu = link.mtu
+      if (link.master !== undefined) change.master = link.master
+      if (link.up) change.up = true
+      if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
+      continue
+    }
+    const change: LinkChange = {}
+    if (link.mtu !== undefined && have.mtu !== link.mtu) change.mtu = link.mtu
+    if ((have.master ?? null) !== (link.master ?? null)) change.master = link.master ?? null
+    if (have.up !== link.up) change.up = link.up
+    if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
+  }
+
+  // WireGuard device configuration; a freshly (re)created device is always configured.
+  const observedDevices = new Map(observed.wireguard.map((d) => [d.name, d]))
+  for (const device of desired.wireguard) {
+    const fresh = !observedLinks.has(device.name) || recreated.has(device.name)
+    if (fresh || wireguardDeviceDiffers(device, observedDevices.get(device.name))) adds.push({ op: 'wgSet', device })
+  }
+
+  // Sysctls: set what differs; meshd does not restore old values (forwarding stays on after teardown).
+  const observedSysctls = new Map(observed.sysctls.map((s) => [s.key, s.value]))
+  for (const sysctl of desired.sysctls) {
+    if (observedSysctls.get(sysctl.key) !== sysctl.value) adds.push({ op: 'sysctlSet', key: sysctl.key, value: sysctl.value })
+  }
+
+  // Addresses. Those on deleted or re-created links go with their link.
+  const ownedAddresses = observed.addresses.filter((a) => ownsAddress(a) && !linksToDelete.has(a.link))
+  const haveAddresses = new Set(ownedAddresses.filter((a) => !recreated.has(a.link)).map(addressKey))
+  const wantAddresses = new Set(desired.addresses.map(addressKey))
+  for (const address of desired.addresses) {
+    if (!haveAddresses.has(addressKey(address))) adds.push({ op: 'addrAdd', address })
+  }
+  for (const address of ownedAddresses) {
+    if (!wantAddresses.has(addressKey(address)) && !recreated.has(address.link)) deletes.push({ op: 'addrDel', address: stripAddress(address) })
+  }
+
+  // Routes: replace what is missing or different; delete owned routes no longer wanted.
+  const ownedRoutes = observed.routes.filter(ownsRoute)
+  // Routes through a re-created link vanished with it.
+  const haveRouteContent = new Set(ownedRoutes.filter((r) => !routeDevices(r).some((d) => recreated.has(d))).map(routeContent))
+  const wantRouteKeys = new Set(desired.routes.map(routeKey))
+  for (const route of desired.routes) {
+    if (!haveRouteContent.has(routeContent(route))) adds.push({ op: 'routeReplace', route })
+  }
+  const routeDeletes: Operation[] = []
+  for (const route of ownedRoutes) {
+    if (!wantRouteKeys.has(routeKey(route))) routeDeletes.push({ op: 'routeDel', route: stripRoute(route) })
+  }
+
+  // Rules.
+  const ownedRules = observed.rules.filter(ownsRule)
+  const haveRules = new Set(ownedRules.map(ruleKey))
+  const wantRules = new Set(desired.rules.map(ruleKey))
+  for (const rule of desired.rules) {
+    if (!haveRules.has(ruleKey(rule))) adds.push({ op: 'ruleAdd', rule })
+  }
+  const ruleDeletes: Operation[] = []
+  for (const rule of ownedRules) {
+    if (!wantRules.has(ruleKey(rule))) ruleDeletes.push({ op: 'ruleDel', rule: stripRule(rule) })
+  }
+
+  const linkDeletes: Operation[] = [...linksToDelete].sort().map((name) => ({ op: 'linkDel', name }))
+  return [...adds, ...ruleDeletes, ...routeDeletes, ...deletes, ...linkDeletes]
+}
+
+// Observed objects carry kernel-only fields; operations carry the desired shape.
+function stripAddress(a: Address): Address {
+  return a.peer === undefined ? { link: a.link, local: a.local } : { link: a.link, local: a.local, peer: a.peer }
+}
+function stripRoute(r: Route & { family?: unknown; protocol?: unknown }): Route {
+  const { family: _family, protocol: _protocol, ...route } = r
+  return route
+}
+function stripRule(r: Rule & { protocol?: unknown }): Rule {
+  const { protocol: _protocol, ...rule } = r
+  return rule
+}
+
+/** One line per operation, as `ip` would say it; for logs and `--dry-run`. Never prints keys. */
+export function describeOperation(operation: Operation): string {
+  switch (operation.op) {
+    case 'linkAdd':
+      return `ip link add ${operation.link.name} type ${operation.link.kind}`
+    case 'linkSet': {
+      const c = operation.change
+      const parts = [
+        c.mtu === undefined ? '' : `mtu ${c.mtu}`,
+        c.master === undefined ? '' : c.master === null ? 'nomaster' : `master ${c.master}`,
+        c.up === undefined ? '' : c.up ? 'up' : 'down',
+      ].filter(Boolean)
+      return `ip link set ${operation.name} ${parts.join(' ')}`
+    }
+    case 'linkDel':
+      return `ip link del ${operation.name}`
+    case 'wgEnsure':
+      return `wireguard-go ${operation.name}`
+    case 'wgSet':
+      return `wg setconf ${operation.device.name} (${operation.device.peers.length} peers, port ${operation.device.listenPort})`
+    case 'sysctlSet':
+      return `sysctl -w ${operation.key}=${operation.value}`
+    case 'addrAdd':
+    case 'addrDel': {
+      const a = operation.address
+      return `ip addr ${operation.op === 'addrAdd' ? 'add' : 'del'} ${a.local}${a.peer ? ` peer ${a.peer}` : ''} dev ${a.link}`
+    }
+    case 'routeReplace':
+    case 'routeDel': {
+      const r = operation.route
+      const hop = r.nexthop ? `${r.nexthop.via ? ` via ${r.nexthop.via}` : ''} dev ${r.nexthop.dev}${r.nexthop.onlink ? ' onlink' : ''}` : ''
+      const multi = r.multipath ? r.multipath.map((n) => ` nexthop${n.via ? ` via ${n.via}` : ''} dev ${n.dev} weight ${n.weight ?? 1}`).join('') : ''
+      return `ip route ${operation.op === 'routeReplace' ? 'replace' : 'del'} ${r.type && r.type !== 'unicast' ? `${r.type} ` : ''}${r.dst}${hop}${multi} table ${r.table}${r.metric ? ` metric ${r.metric}` : ''}`
+    }
+    case 'ruleAdd':
+    case 'ruleDel': {
+      const r = operation.rule
+      const sel = [
+        r.from ? `from ${r.from}` : '',
+        r.to ? `to ${r.to}` : '',
+        r.iif ? `iif ${r.iif}` : '',
+        r.oif ? `oif ${r.oif}` : '',
+        r.fwmark ? `fwmark ${r.fwmark.value}/${r.fwmark.mask}` : '',
+      ].filter(Boolean)
+      const suppress = r.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${r.suppressPrefixLength}`
+      return `ip -${r.family} rule ${operation.op === 'ruleAdd' ? 'add' : 'del'} priority ${r.priority} ${sel.join(' ')}${sel.length ? ' ' : ''}lookup ${r.table}${suppress}`
+    }
+  }
+}
