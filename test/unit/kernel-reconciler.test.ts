@@ -1,0 +1,129 @@
+import { Writable } from 'node:stream'
+import { describe, expect, it } from 'vitest'
+import { createLogger } from '../../src/logging/logger.js'
+import { Secret } from '../../src/logging/secret.js'
+import { createReconciler } from '../../src/kernel/reconciler.js'
+import { InvalidDesiredState } from '../../src/kernel/validate.js'
+import { EMPTY_STATE, LINK_KINDS, type DesiredState } from '../../src/kernel/types.js'
+import { FakeKernel } from '../support/fake-kernel.js'
+
+const PRIVATE_KEY = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk='
+const PEER_KEY = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='
+
+function mesh(): DesiredState {
+  return {
+    links: [
+      { kind: 'dummy', name: 'md-self', up: true },
+      { kind: 'wireguard', name: 'md-w-b', up: true, mtu: 1440 },
+    ],
+    addresses: [
+      { link: 'md-self', local: '100.64.0.1/32' },
+      { link: 'md-w-b', local: '169.254.10.1/32', peer: '169.254.10.2/32' },
+    ],
+    routes: [{ table: 7300, dst: '100.64.0.2/32', nexthop: { via: '169.254.10.2', dev: 'md-w-b', onlink: true } }],
+    rules: [{ family: 4, priority: 7300, to: '100.64.0.0/16', table: 7300 }],
+    wireguard: [{ name: 'md-w-b', privateKey: new Secret(PRIVATE_KEY), listenPort: 51820, peers: [{ publicKey: PEER_KEY, allowedIps: ['0.0.0.0/0', '::/0'] }] }],
+    sysctls: [{ key: 'net.ipv4.conf.md-w-b.rp_filter', value: '2' }],
+  }
+}
+
+function setup(): { kernel: FakeKernel; reconciler: ReturnType<typeof createReconciler>; log: () => string } {
+  const kernel = new FakeKernel()
+  let text = ''
+  const logger = createLogger({
+    pretty: false,
+    destination: new Writable({
+      write(chunk: Buffer, _e, done) {
+        text += chunk.toString('utf8')
+        done()
+      },
+    }),
+  })
+  const reconciler = createReconciler(
+    { supportedKinds: new Set(LINK_KINDS) },
+    { rtnl: kernel, wireguard: kernel.wireguardBackend(), sysctl: kernel.sysctlPort(), logger },
+  )
+  return { kernel, reconciler, log: () => text }
+}
+
+const signal = new AbortController().signal
+
+describe('reconciler.apply', () => {
+  it('builds the state, and a second apply changes nothing', async () => {
+    const { kernel, reconciler } = setup()
+    const first = await reconciler.apply(mesh(), { signal })
+    expect(first.failures).toEqual([])
+    expect(kernel.dump()).toBe(
+      [
+        'addr md-self|100.64.0.1/32|',
+        'addr md-w-b|169.254.10.1/32|169.254.10.2/32',
+        'link lo loopback mtu 1500 up',
+        'link md-self dummy mtu 1500 up',
+        'link md-w-b wireguard mtu 1440 up',
+        'route 4|7300|100.64.0.2/32|0 proto 73',
+        'rule 4|7300|7300||100.64.0.0/16|||| proto 73',
+        'sysctl net.ipv4.conf.md-w-b.rp_filter=2',
+        `wg md-w-b port 51820 peers ${PEER_KEY}`,
+      ].join('\n'),
+    )
+    kernel.calls = []
+    const second = await reconciler.apply(mesh(), { signal })
+    expect(second.planned).toEqual([])
+    expect(kernel.calls).toEqual([])
+  })
+
+  it('apply(empty) leaves exactly the objects that were there before', async () => {
+    const { kernel, reconciler } = setup()
+    kernel.addUserLink('eth0', 'veth')
+    kernel.addUserAddress({ link: 'eth0', local: '192.0.2.1/24', family: 4, protocol: 0 })
+    kernel.addUserRoute({ table: 254, dst: '0.0.0.0/0', nexthop: { via: '192.0.2.254', dev: 'eth0' }, family: 4, protocol: 3 })
+    kernel.addUserRoute({ table: 7300, dst: '10.9.0.0/16', nexthop: { via: '192.0.2.254', dev: 'eth0' }, family: 4, protocol: 4 })
+    kernel.addUserRule({ family: 4, priority: 7310, table: 100, from: '10.0.0.0/8', protocol: 4 })
+    const before = kernel.dump()
+    await reconciler.apply(mesh(), { signal })
+    expect(kernel.dump()).not.toBe(before)
+    const teardown = await reconciler.apply(EMPTY_STATE, { signal })
+    expect(teardown.failures).toEqual([])
+    // Sysctls are not restored (forwarding and rp_filter stay as set); everything else is as before.
+    expect(kernel.dump().split('\n').filter((l) => !l.startsWith('sysctl')).join('\n')).toBe(before)
+  })
+
+  it('keeps going past a failure and reports every failure with its operation', async () => {
+    const { kernel, reconciler, log } = setup()
+    kernel.failNext = { routeReplace: 'ENETUNREACH', ruleAdd: 'EPERM' }
+    const result = await reconciler.apply(mesh(), { signal })
+    expect(result.failures.map((f) => [f.description, (f.error as { errno?: string }).errno])).toEqual([
+      ['ip route replace 100.64.0.2/32 via 169.254.10.2 dev md-w-b onlink table 7300', 'ENETUNREACH'],
+      ['ip -4 rule add priority 7300 to 100.64.0.0/16 lookup 7300', 'EPERM'],
+    ])
+    // Everything else was applied; the next pass repairs the rest.
+    expect(result.applied).toHaveLength(result.planned.length - 2)
+    const retry = await reconciler.apply(mesh(), { signal })
+    expect(retry.planned.map((o) => o.op)).toEqual(['routeReplace', 'ruleAdd'])
+    expect(retry.failures).toEqual([])
+    expect(log()).not.toContain(PRIVATE_KEY)
+  })
+
+  it('repairs drift: a route deleted behind its back comes back', async () => {
+    const { kernel, reconciler } = setup()
+    await reconciler.apply(mesh(), { signal })
+    kernel.routes.clear()
+    const repair = await reconciler.apply(mesh(), { signal })
+    expect(repair.planned.map((o) => o.op)).toEqual(['routeReplace'])
+  })
+
+  it('refuses an invalid state before touching the kernel', async () => {
+    const { kernel, reconciler } = setup()
+    const bad = mesh()
+    bad.links.push({ kind: 'dummy', name: 'md-much-too-long-name', up: true })
+    await expect(reconciler.apply(bad, { signal })).rejects.toBeInstanceOf(InvalidDesiredState)
+    expect(kernel.calls).toEqual([])
+  })
+
+  it('stops when aborted', async () => {
+    const { reconciler } = setup()
+    const controller = new AbortController()
+    controller.abort()
+    await expect(reconciler.apply(mesh(), { signal: controller.signal })).rejects.toThrow()
+  })
+})
