@@ -1,0 +1,113 @@
+// What this host can do, found out without changing the host: each link kind
+// is tried in a scratch network namespace that dies with the probe process,
+// and kernel WireGuard by looking up its generic-netlink family. Fallbacks
+// are explicit values that status reports, never silent.
+
+import { spawn } from 'node:child_process'
+import { access, constants } from 'node:fs/promises'
+import { LINK_KINDS, type LinkKind } from './types.js'
+
+export interface Capabilities {
+  /** Link kinds the reconciler may ask for (wireguard: through either backend). */
+  linkKinds: Set<LinkKind>
+  wireguard: { backend: 'kernel' | 'userspace'; reason: string } | { backend: 'none'; reason: string }
+  /** Where the overlay address lives: a dummy link, or lo when dummy is missing. */
+  overlayDevice: 'dummy' | 'lo'
+  /** Features switched off, each with why; shown in `meshd status`. */
+  fallbacks: { feature: string; reason: string }[]
+}
+
+export interface CapabilityProbes {
+  /** Kinds the kernel accepted in a scratch namespace. */
+  creatableKinds(signal: AbortSignal): Promise<Set<string>>
+  kernelWireguard(signal: AbortSignal): Promise<boolean>
+  wireguardGo(): Promise<boolean>
+}
+
+export type WireguardPreference = 'auto' | 'kernel' | 'userspace'
+
+/** Pure: turns probe results and the configured preference into Capabilities. */
+export function decideCapabilities(
+  probed: { creatable: Set<string>; kernelWireguard: boolean; wireguardGo: boolean },
+  preference: WireguardPreference,
+): Capabilities {
+  const linkKinds = new Set<LinkKind>(LINK_KINDS.filter((k) => k !== 'wireguard' && probed.creatable.has(k)))
+  const fallbacks: Capabilities['fallbacks'] = []
+
+  let wireguard: Capabilities['wireguard']
+  const kernelOk = probed.kernelWireguard || probed.creatable.has('wireguard')
+  if (preference === 'kernel') {
+    wireguard = kernelOk ? { backend: 'kernel', reason: 'configured' } : { backend: 'none', reason: 'configured for kernel WireGuard, which this kernel lacks' }
+  } else if (preference === 'userspace') {
+    wireguard = probed.wireguardGo ? { backend: 'userspace', reason: 'configured' } : { backend: 'none', reason: 'configured for wireguard-go, which is not installed' }
+  } else if (kernelOk) {
+    wireguard = { backend: 'kernel', reason: 'kernel module available' }
+  } else if (probed.wireguardGo) {
+    wireguard = { backend: 'userspace', reason: 'no kernel WireGuard; using wireguard-go' }
+    fallbacks.push({ feature: 'kernel WireGuard', reason: 'module missing; wireguard-go in use (slower)' })
+  } else {
+    wireguard = { backend: 'none', reason: 'neither kernel WireGuard nor wireguard-go is available' }
+  }
+  if (wireguard.backend !== 'none') linkKinds.add('wireguard')
+
+  const overlayDevice = linkKinds.has('dummy') ? 'dummy' : 'lo'
+  if (overlayDevice === 'lo') fallbacks.push({ feature: 'dummy', reason: 'module missing; overlay address is on lo' })
+  if (!linkKinds.has('gretap') || !linkKinds.has('bond')) {
+    const missing = (['gretap', 'bond'] as const).filter((k) => !linkKinds.has(k))
+    fallbacks.push({ feature: 'bonded tunnels', reason: `unavailable: no ${missing.join(' or ')} support` })
+  }
+  if (!linkKinds.has('vxlan')) fallbacks.push({ feature: 'L2 segment', reason: 'unavailable: no vxlan support' })
+  return { linkKinds, wireguard, overlayDevice, fallbacks }
+}
+
+export async function detectCapabilities(probes: CapabilityProbes, preference: WireguardPreference, signal: AbortSignal): Promise<Capabilities> {
+  const [creatable, kernelWireguard, wireguardGo] = await Promise.all([
+    probes.creatableKinds(signal),
+    probes.kernelWireguard(signal),
+    probes.wireguardGo(),
+  ])
+  return decideCapabilities({ creatable, kernelWireguard, wireguardGo }, preference)
+}
+
+/**
+ * Runs dist/kernel/probe-kinds.js under `unshare --net`: the links it creates
+ * live in a namespace that disappears when the probe exits.
+ */
+export function probeKindsInScratchNamespace(signal: AbortSignal, nodePath = process.execPath): Promise<Set<string>> {
+  const script = new URL('./probe-kinds.js', import.meta.url).pathname
+  return new Promise((resolve, reject) => {
+    const child = spawn('unshare', ['--net', nodePath, script], { stdio: ['ignore', 'pipe', 'pipe'], signal })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')))
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')))
+    child.on('error', reject)
+    child.on('close', (code) => {
+      if (code !== 0) {
+        reject(new Error(`link-kind probe failed (exit ${code}): ${err.trim().split('\n').at(-1) ?? ''}`))
+        return
+      }
+      try {
+        const kinds: unknown = JSON.parse(out)
+        if (!Array.isArray(kinds) || !kinds.every((k) => typeof k === 'string')) throw new Error('probe printed no kind list')
+        resolve(new Set(kinds))
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)))
+      }
+    })
+  })
+}
+
+/** Whether an executable wireguard-go is on PATH (or at the given path). */
+export async function findWireguardGo(path = process.env.PATH ?? ''): Promise<string | undefined> {
+  for (const dir of path.split(':').filter(Boolean)) {
+    const candidate = `${dir}/wireguard-go`
+    try {
+      await access(candidate, constants.X_OK)
+      return candidate
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
