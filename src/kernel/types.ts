@@ -227,10 +227,19 @@ export interface ObservedAddress extends Address {
 export interface ObservedRoute extends Route {
   family: Family
   protocol: number
+  /**
+   * The kernel's route type when it is none of RouteType ('local', 'broadcast',
+   * 'multicast', 'prohibit', …); `type` is then undefined. Dumps always set one of the two.
+   */
+  otherType?: string
 }
 
 export interface ObservedRule extends Rule {
   protocol: number
+  /** The rule's action when it is not 'lookup' (goto, nop, blackhole, unreachable, prohibit): `table` then means nothing. */
+  action?: string
+  /** `ip rule add not …`: the selectors are inverted. */
+  invert?: boolean
 }
 
 export interface ObservedWireguardPeer {

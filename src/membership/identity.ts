@@ -4,6 +4,7 @@
 // key can be handed to createLibp2p({ privateKey }) and the node id here is
 // exactly the PeerId libp2p will announce.
 
+import { randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
 import { link, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -117,7 +118,7 @@ async function readIdentityFile(path: string): Promise<Ed25519PrivateKey | undef
  * process wrote first. Returns false when `path` already existed.
  */
 async function writeNewFileAtomically(path: string, bytes: Uint8Array): Promise<boolean> {
-  const temporary = `${path}.${process.pid}.${Date.now()}.tmp`
+  const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
   const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, IDENTITY_FILE_MODE)
   try {
     await handle.chmod(IDENTITY_FILE_MODE)

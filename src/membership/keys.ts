@@ -21,7 +21,7 @@ export interface Signer {
   /** Raw 32-byte Ed25519 public key. */
   readonly publicKey: Uint8Array
   /** Ed25519 signature over SIGNING_CONTEXT ‖ body. */
-  signBody(body: Uint8Array): Uint8Array
+  readonly signBody: (body: Uint8Array) => Uint8Array
 }
 
 export function nodeIdFromPublicKey(publicKey: Uint8Array): NodeId {
@@ -78,9 +78,22 @@ export function signerFromSeed(seed: Uint8Array): Signer {
 export function verifyBody(publicKey: Uint8Array, body: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false
   try {
-    const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' })
-    return cryptoVerify(null, concatBytes(SIGNING_CONTEXT, body), key, signature)
+    return cryptoVerify(null, concatBytes(SIGNING_CONTEXT, body), publicKeyObject(publicKey), signature)
   } catch {
     return false
   }
+}
+
+// Importing a key costs about half a verification; members' keys repeat, so keep recent ones.
+const KEY_CACHE_LIMIT = 4096
+const keyCache = new Map<string, KeyObject>()
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const cacheKey = Buffer.from(publicKey).toString('hex')
+  const cached = keyCache.get(cacheKey)
+  if (cached !== undefined) return cached
+  const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' })
+  if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value ?? '')
+  keyCache.set(cacheKey, key)
+  return key
 }

@@ -75,8 +75,8 @@ export interface JoinToken {
 
 export type TokenRejection = 'not-meshd' | 'unknown-version' | 'malformed' | 'bad-signature' | 'expired' | 'wrong-network'
 
-/** `reason` is one line for a person; it never contains the secret. */
-export type TokenParseResult = { ok: true; token: JoinToken } | { ok: false; code: TokenRejection; reason: string }
+/** `reason` is one line for a person, `detail` (when present) is for debug logs; neither ever contains the secret. */
+export type TokenParseResult = { ok: true; token: JoinToken } | { ok: false; code: TokenRejection; reason: string; detail?: string }
 
 export interface CreateTokenInit {
   network: Network
@@ -152,7 +152,7 @@ export function parseToken(text: string, options: ParseTokenOptions): TokenParse
     decoded = decodeBody(body)
   } catch (error) {
     const detail = error instanceof DecodeError ? error.message : 'undecodable'
-    return reject('malformed', `token is truncated or corrupted (${detail}); copy the whole line again`)
+    return reject('malformed', 'token is truncated or corrupted; copy the whole line again', detail)
   }
   if (!verifyBody(decoded.issuerPublicKey, body, signature)) {
     return reject('bad-signature', 'token signature does not verify: the token was altered')
@@ -168,8 +168,8 @@ export function parseToken(text: string, options: ParseTokenOptions): TokenParse
   return { ok: true, token }
 }
 
-function reject(code: TokenRejection, reason: string): TokenParseResult {
-  return { ok: false, code, reason }
+function reject(code: TokenRejection, reason: string, detail?: string): TokenParseResult {
+  return detail === undefined ? { ok: false, code, reason } : { ok: false, code, reason, detail }
 }
 
 interface DecodedBody {

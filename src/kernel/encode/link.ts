@@ -45,10 +45,11 @@ export function encodeLinkDump(): NlRequest {
 
 /** `ip link add NAME [mtu M] [up] [master B] type KIND …` */
 export function encodeLinkAdd(link: Link, ifindex: IfIndexOf): NlRequest {
-  const attrs = [attr(IFLA_IFNAME, str(link.name))]
+  // iproute2 order: options as parsed (mtu, master), then the name, then the kind.
+  const attrs: Buffer[] = []
   if (link.mtu !== undefined) attrs.push(attr(IFLA_MTU, u32(link.mtu)))
   if (link.master !== undefined) attrs.push(attr(IFLA_MASTER, u32(ifindex(link.master))))
-  attrs.push(encodeLinkInfo(link, ifindex))
+  attrs.push(attr(IFLA_IFNAME, str(link.name)), encodeLinkInfo(link, ifindex))
   // Without `up`, iproute2 leaves ifi_change clear: a new link starts down.
   const { flags, change } = upFlags(link.up ? true : undefined)
   return { type: RTM_NEWLINK, flags: NLM_F_CREATE | NLM_F_EXCL, payload: Buffer.concat([ifinfomsg({ flags, change }), ...attrs]) }

@@ -5,7 +5,7 @@
 
 import type { BondLink, GreLink, Link, VxlanLink } from '../types.js'
 import { BOND_MODES } from '../types.js'
-import { attr, attrList, attrMap, getStr, getU16be, getU32, getU32be, getU8, nest, str, u16, u16be, u32, u32be, u8 } from './nlattr.js'
+import { attr, attrList, attrMap, getStr, getU16be, getU32, getU32be, getU8, nest, u16, u16be, u32, u32be, u8 } from './nlattr.js'
 import { formatIp, parseIp } from './inet.js'
 
 export const IFLA_LINKINFO = 18
@@ -35,7 +35,8 @@ const noIndex: IfIndexOf = (name) => {
 
 /** The IFLA_LINKINFO attribute for `ip link add NAME type KIND …`. */
 export function encodeLinkInfo(link: Link, ifindex: IfIndexOf = noIndex): Buffer {
-  const kind = attr(IFLA_INFO_KIND, str(link.kind))
+  // iproute2 sends the kind without a NUL terminator (strlen, not strlen + 1).
+  const kind = attr(IFLA_INFO_KIND, Buffer.from(link.kind))
   switch (link.kind) {
     case 'gre':
     case 'gretap':

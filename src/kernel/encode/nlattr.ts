@@ -13,6 +13,8 @@ export const NLMSG_NOOP = 1
 export const NLMSG_ERROR = 2
 export const NLMSG_DONE = 3
 export const NLMSG_OVERRUN = 4
+/** Types below this are control messages; protocol messages (and generic-netlink family ids) start here. */
+export const NLMSG_MIN_TYPE = 0x10
 
 export const NLM_F_REQUEST = 0x01
 export const NLM_F_MULTI = 0x02

@@ -4,8 +4,8 @@
 // pure pieces both share: the choice between them and the "does the device
 // already match" comparison.
 
-import type { ObservedWireguardDevice, ObservedWireguardPeer, WireguardDevice, WireguardPeer } from '../types.js'
-import { canonicalCidr, sameEndpoint } from './ip.js'
+import { canonicalIp, ipFamily, networkOf, parseCidr } from '../ip.js'
+import type { Endpoint, ObservedWireguardDevice, ObservedWireguardPeer, WireguardDevice, WireguardPeer } from '../types.js'
 
 export interface WireguardBackend {
   readonly kind: 'kernel' | 'userspace'
@@ -65,14 +65,30 @@ export function sameKey(a: string | undefined, b: string | undefined): boolean {
   return x.equals(y)
 }
 
+// Both backends report canonical, host-bit-masked text ("10.0.0.0/24" for a configured
+// "10.0.0.1/24", "fd00::1" for "fd00:0::1"); a plain string compare would see a
+// difference on every reconcile pass.
+
+/** An allowed IP as the kernel and wireguard-go report it: canonical, host bits cleared. */
+function canonicalPrefix(text: string): string {
+  return parseCidr(text) === undefined ? text : networkOf(text)
+}
+
+/** An endpoint as comparable text; an IPv6 zone ("%eth0") is kept verbatim. */
+function canonicalEndpoint(endpoint: Endpoint): string {
+  const [address = '', zone] = endpoint.address.split('%')
+  const canonical = ipFamily(address) === undefined ? address : canonicalIp(address)
+  return `${canonical}${zone === undefined ? '' : `%${zone}`}:${endpoint.port}`
+}
+
 /** Whether a peer's configuration differs; handshake time and counters are not configuration. */
 export function peerDiffers(desired: WireguardPeer, observed: ObservedWireguardPeer): boolean {
   if (!sameKey(desired.presharedKey?.reveal(), observed.presharedKey?.reveal())) return true
   if ((desired.persistentKeepaliveSeconds ?? 0) !== (observed.persistentKeepaliveSeconds ?? 0)) return true
   // No desired endpoint means "learn it from the peer": whatever WireGuard learned is fine.
-  if (desired.endpoint !== undefined && (observed.endpoint === undefined || !sameEndpoint(desired.endpoint, observed.endpoint))) return true
-  const want = new Set(desired.allowedIps.map(canonicalCidr))
-  const have = new Set(observed.allowedIps.map(canonicalCidr))
+  if (desired.endpoint !== undefined && (observed.endpoint === undefined || canonicalEndpoint(desired.endpoint) !== canonicalEndpoint(observed.endpoint))) return true
+  const want = new Set(desired.allowedIps.map(canonicalPrefix))
+  const have = new Set(observed.allowedIps.map(canonicalPrefix))
   return want.size !== have.size || [...want].some((cidr) => !have.has(cidr))
 }
 

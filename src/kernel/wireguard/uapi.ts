@@ -9,9 +9,10 @@
 
 import { createPrivateKey, createPublicKey } from 'node:crypto'
 import { Secret } from '../../logging/secret.js'
+import { ipFamily, parseCidr } from '../ip.js'
 import type { Endpoint, ObservedWireguardDevice, ObservedWireguardPeer, WireguardDevice } from '../types.js'
+import { isWireguardKey } from '../validate.js'
 import { findPeer, peerDiffers, sameKey } from './backend.js'
-import { formatEndpoint, parseCidr, parseEndpoint } from './ip.js'
 
 /** A request or response that does not follow the protocol, or a response carrying a non-zero errno. */
 export class UapiError extends Error {
@@ -29,13 +30,12 @@ export class UapiError extends Error {
 
 // ── Keys ─────────────────────────────────────────────────────────────────────
 
-const BASE64_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
 const HEX_KEY = /^[0-9a-fA-F]{64}$/
 const ZERO_HEX = '0'.repeat(64)
 
 /** Base64 (44 characters, 32 bytes, canonical padding bits) → lowercase hex. */
 export function base64ToHexKey(key: string, what = 'key'): string {
-  if (!BASE64_KEY.test(key)) throw new UapiError(`invalid ${what}: not a 32-byte base64 key`)
+  if (!isWireguardKey(key)) throw new UapiError(`invalid ${what}: not a 32-byte base64 key`)
   return Buffer.from(key, 'base64').toString('hex')
 }
 
@@ -54,6 +54,29 @@ export function publicKeyFromPrivate(privateKey: string): string {
   const key = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' })
   const spki = createPublicKey(key).export({ format: 'der', type: 'spki' })
   return spki.subarray(spki.length - 32).toString('base64')
+}
+
+// ── Values ───────────────────────────────────────────────────────────────────
+
+/** "1.2.3.4:51820" or "[fd00::1]:51820", as `wg` and the UAPI write endpoints. */
+export function formatEndpoint(endpoint: Endpoint): string {
+  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`
+}
+
+/** Parses an endpoint as formatEndpoint writes it (IPv6 may carry a %zone); undefined when invalid. */
+export function parseEndpoint(text: string): Endpoint | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)(%[\w.-]+)?\]|([0-9.]+)):(\d{1,5})$/.exec(text)
+  if (match === null) return undefined
+  const [, ipv6, zone = '', ipv4, port] = match
+  const address = ipv6 ?? ipv4 ?? ''
+  const family = ipFamily(address)
+  if (family === undefined || (family === 6) !== (ipv6 !== undefined) || Number(port) > 65535) return undefined
+  return { address: address + zone, port: Number(port) }
+}
+
+/** Whether text is "address/length" (the UAPI wants the length even for a host). */
+function isPrefix(text: string): boolean {
+  return text.includes('/') && parseCidr(text) !== undefined
 }
 
 // ── Requests ─────────────────────────────────────────────────────────────────
@@ -108,7 +131,7 @@ export function encodeSetRequest(request: UapiSetRequest): string {
     if (peer.allowedIps !== undefined) {
       lines.push('replace_allowed_ips=true')
       for (const cidr of peer.allowedIps) {
-        if (parseCidr(cidr) === undefined) throw new UapiError('invalid allowed IP')
+        if (!isPrefix(cidr)) throw new UapiError('invalid allowed IP')
         lines.push(`allowed_ip=${cidr}`)
       }
     }
@@ -176,6 +199,19 @@ export function decodeSetResponse(text: string): void {
   if (lines.length > 0) throw new UapiError('unexpected lines in a set response', undefined, 1)
 }
 
+/** Keys that belong to a peer, so they cannot appear before the first public_key. */
+const PEER_KEYS = new Set([
+  'preshared_key',
+  'endpoint',
+  'allowed_ip',
+  'persistent_keepalive_interval',
+  'last_handshake_time_sec',
+  'last_handshake_time_nsec',
+  'rx_bytes',
+  'tx_bytes',
+  'protocol_version',
+])
+
 /** Decodes the response to `get=1` into the observed device. Throws only UapiError. */
 export function decodeGetResponse(name: string, text: string): ObservedWireguardDevice {
   const lines = responseLines(text)
@@ -236,7 +272,7 @@ export function decodeGetResponse(name: string, text: string): ObservedWireguard
         peer.endpoint = parseEndpoint(value) ?? fail('endpoint is not ip:port or [ip]:port')
         break
       case 'allowed_ip':
-        if (parseCidr(value) === undefined) fail('allowed_ip is not a prefix')
+        if (!isPrefix(value)) fail('allowed_ip is not a prefix')
         peer.allowedIps.push(value)
         break
       case 'persistent_keepalive_interval': {
@@ -269,16 +305,3 @@ export function decodeGetResponse(name: string, text: string): ObservedWireguard
   })
   return device
 }
-
-const PEER_KEYS = new Set([
-  'preshared_key',
-  'endpoint',
-  'allowed_ip',
-  'persistent_keepalive_interval',
-  'last_handshake_time_sec',
-  'last_handshake_time_nsec',
-  'rx_bytes',
-  'tx_bytes',
-  'protocol_version',
-])
-
