@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process'
 import { access, constants } from 'node:fs/promises'
 import { LINK_KINDS, type LinkKind } from './types.js'
+import { chooseBackend } from './wireguard/backend.js'
 
 export interface Capabilities {
   /** Link kinds the reconciler may ask for (wireguard: through either backend). */
@@ -34,20 +35,13 @@ export function decideCapabilities(
   const linkKinds = new Set<LinkKind>(LINK_KINDS.filter((k) => k !== 'wireguard' && probed.creatable.has(k)))
   const fallbacks: Capabilities['fallbacks'] = []
 
+  const kernelAvailable = probed.kernelWireguard || probed.creatable.has('wireguard')
+  const choice = chooseBackend({ kernelAvailable, override: preference })
   let wireguard: Capabilities['wireguard']
-  const kernelOk = probed.kernelWireguard || probed.creatable.has('wireguard')
-  if (preference === 'kernel') {
-    wireguard = kernelOk ? { backend: 'kernel', reason: 'configured' } : { backend: 'none', reason: 'configured for kernel WireGuard, which this kernel lacks' }
-  } else if (preference === 'userspace') {
-    wireguard = probed.wireguardGo ? { backend: 'userspace', reason: 'configured' } : { backend: 'none', reason: 'configured for wireguard-go, which is not installed' }
-  } else if (kernelOk) {
-    wireguard = { backend: 'kernel', reason: 'kernel module available' }
-  } else if (probed.wireguardGo) {
-    wireguard = { backend: 'userspace', reason: 'no kernel WireGuard; using wireguard-go' }
-    fallbacks.push({ feature: 'kernel WireGuard', reason: 'module missing; wireguard-go in use (slower)' })
-  } else {
-    wireguard = { backend: 'none', reason: 'neither kernel WireGuard nor wireguard-go is available' }
-  }
+  if (choice.kind === 'error') wireguard = { backend: 'none', reason: choice.reason }
+  else if (choice.kind === 'userspace' && !probed.wireguardGo) wireguard = { backend: 'none', reason: `${choice.reason}, but wireguard-go is not installed (apt-get install wireguard-go)` }
+  else wireguard = { backend: choice.kind, reason: choice.reason }
+  if (wireguard.backend === 'userspace' && preference === 'auto') fallbacks.push({ feature: 'kernel WireGuard', reason: 'module missing; wireguard-go in use (slower)' })
   if (wireguard.backend !== 'none') linkKinds.add('wireguard')
 
   const overlayDevice = linkKinds.has('dummy') ? 'dummy' : 'lo'

@@ -52,6 +52,8 @@ import { decodeRule, encodeRuleAdd, encodeRuleDel, encodeRuleDump } from './enco
 import { decodeDevice, encodeDeviceGet, encodeDeviceSet, WG_GENL_NAME } from './encode/wireguard.js'
 
 export const DEFAULT_TIMEOUT_MS = 5000
+/** A dump the kernel marks NLM_F_DUMP_INTR (objects changed under it) is retried this many times. */
+const DUMP_ATTEMPTS = 3
 
 /** What this module needs of a netlink socket: RawNetlinkSocket, or a fake in unit tests. */
 export interface NetlinkSocketLike {
@@ -70,12 +72,10 @@ export interface NetlinkComponents {
   openSocket(protocol: number, options: { recvBufferSize?: number }): NetlinkSocketLike
 }
 
-/** The typings mark both buffer sizes required; 0 keeps the kernel's default. */
+/** The package's typings mark both buffer sizes required; 0 keeps the kernel's default. */
 const defaultComponents: NetlinkComponents = {
   openSocket: (protocol, options) => new RawNetlinkSocket(protocol, { recvBufferSize: options.recvBufferSize ?? 0, sendBufferSize: 0 }),
 }
-/** A dump the kernel marks NLM_F_DUMP_INTR (objects changed under it) is retried this many times. */
-const DUMP_ATTEMPTS = 3
 
 // ── One public call: its name, its abort signal and its deadline ─────────────
 
@@ -290,9 +290,14 @@ class Channel {
       socket.ref()
       // Dumps end with NLMSG_DONE; everything else is asked to end with an ACK.
       const flags = NLM_F_REQUEST | request.flags | (dump ? 0 : NLM_F_ACK)
-      socket.send(frameMessage({ type: request.type, flags, seq, payload: request.payload }), {}, (error) => {
-        if (error) exchange.settle(call.error(error.code ?? 'EIO', 'sendmsg failed'))
-      })
+      try {
+        socket.send(frameMessage({ type: request.type, flags, seq, payload: request.payload }), {}, (error) => {
+          if (error) exchange.settle(call.error(error.code ?? 'EIO', 'sendmsg failed'))
+        })
+      } catch (error) {
+        exchange.settle(call.error('EIO', error instanceof Error ? error.message : String(error)))
+        this.#reset()
+      }
     })
   }
 
@@ -456,6 +461,7 @@ class Rtnetlink implements RtnetlinkPort {
     }
   }
 
+  /** `ip -d link show` */
   linkList(options: CallOptions): Promise<ObservedLink[]> {
     return this.#run('linkList', options, async (call) => {
       const payloads = await this.#dump(call, encodeLinkDump())
@@ -465,6 +471,7 @@ class Rtnetlink implements RtnetlinkPort {
     })
   }
 
+  /** `ip addr show` (both families) */
   addrList(options: CallOptions): Promise<ObservedAddress[]> {
     return this.#run('addrList', options, async (call) => {
       const ifname = await this.#ifnames(call)
@@ -473,6 +480,7 @@ class Rtnetlink implements RtnetlinkPort {
     })
   }
 
+  /** `ip route show table all` and `ip -6 route show table all` */
   routeList(options: CallOptions): Promise<ObservedRoute[]> {
     return this.#run('routeList', options, async (call) => {
       const ifname = await this.#ifnames(call)
@@ -488,6 +496,7 @@ class Rtnetlink implements RtnetlinkPort {
     })
   }
 
+  /** `ip rule show` and `ip -6 rule show` */
   ruleList(options: CallOptions): Promise<ObservedRule[]> {
     return this.#run('ruleList', options, async (call) => {
       const rules: ObservedRule[] = []

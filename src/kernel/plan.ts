@@ -4,6 +4,7 @@
 
 import { canonicalCidr, canonicalIp, parseCidr } from './ip.js'
 import type { LinkChange } from './port.js'
+import { wireguardDeviceDiffers } from './wireguard/backend.js'
 import {
   RTPROT_MESHD,
   isOwnedLinkName,
@@ -15,7 +16,6 @@ import {
   type NextHop,
   type ObservedLink,
   type ObservedState,
-  type ObservedWireguardDevice,
   type Route,
   type RouteScope,
   type Rule,
@@ -145,34 +145,6 @@ function linkCreationRank(link: Link): number {
   return link.kind === 'bond' || link.kind === 'bridge' ? 0 : 1
 }
 
-// ── WireGuard ────────────────────────────────────────────────────────────────
-
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false
-  const setB = new Set(b)
-  return a.every((x) => setB.has(x))
-}
-
-/** True when the device must be (re)configured. Keys compare by value; peers and allowed IPs as sets. */
-export function wireguardDeviceDiffers(desired: WireguardDevice, observed: ObservedWireguardDevice | undefined): boolean {
-  if (!observed) return true
-  if (observed.privateKey?.reveal() !== desired.privateKey.reveal()) return true
-  if (observed.listenPort !== desired.listenPort) return true
-  if ((observed.fwmark ?? 0) !== (desired.fwmark ?? 0)) return true
-  if (observed.peers.length !== desired.peers.length) return true
-  const byKey = new Map(observed.peers.map((p) => [p.publicKey, p]))
-  return desired.peers.some((want) => {
-    const have = byKey.get(want.publicKey)
-    if (!have) return true
-    if ((have.presharedKey?.reveal() ?? '') !== (want.presharedKey?.reveal() ?? '')) return true
-    if ((have.persistentKeepaliveSeconds ?? 0) !== (want.persistentKeepaliveSeconds ?? 0)) return true
-    const endpoint = (e: { address: string; port: number } | undefined): string => (e ? `${canonicalIp(e.address)}:${e.port}` : '')
-    // An unset desired endpoint leaves the roaming endpoint the peer taught us alone.
-    if (want.endpoint !== undefined && endpoint(have.endpoint) !== endpoint(want.endpoint)) return true
-    return !sameSet(have.allowedIps.map(canonicalCidr), want.allowedIps.map(canonicalCidr))
-  })
-}
-
 // ── The plan ─────────────────────────────────────────────────────────────────
 
 /**
@@ -220,7 +192,8 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   const observedDevices = new Map(observed.wireguard.map((d) => [d.name, d]))
   for (const device of desired.wireguard) {
     const fresh = !observedLinks.has(device.name) || recreated.has(device.name)
-    if (fresh || wireguardDeviceDiffers(device, observedDevices.get(device.name))) adds.push({ op: 'wgSet', device })
+    const have = observedDevices.get(device.name)
+    if (fresh || !have || wireguardDeviceDiffers(device, have)) adds.push({ op: 'wgSet', device })
   }
 
   // Sysctls: set what differs; meshd does not restore old values (forwarding stays on after teardown).

@@ -70,7 +70,7 @@ export function validateDesiredState(state: DesiredState, context: ValidationCon
     else if (!link.name.startsWith(LINK_PREFIX)) problem(object, `meshd link names must start with "${LINK_PREFIX}" so that meshd can recognise them`)
     if (linkByName.has(link.name)) problem(object, 'declared twice')
     linkByName.set(link.name, link)
-    if (!(LINK_KINDS as readonly string[]).includes(link.kind)) problem(object, `unknown link kind "${String(link.kind)}"`)
+    if (!(LINK_KINDS as readonly string[]).includes(link.kind)) problem(object, `unknown link kind "${link.kind}"`)
     else if (!context.supportedKinds.has(link.kind)) problem(object, `link kind "${link.kind}" is not available on this kernel`)
     if (!inRange(link.mtu, 68, 65535)) problem(object, `mtu ${link.mtu} is outside 68..65535`)
     switch (link.kind) {
@@ -91,7 +91,7 @@ export function validateDesiredState(state: DesiredState, context: ValidationCon
         if (link.local !== undefined && (!parseCidr(link.local) || link.local.includes('/'))) problem(object, `local "${link.local}" is not an IP address`)
         break
       case 'bond':
-        if (!BOND_MODES.includes(link.mode)) problem(object, `unknown bond mode "${String(link.mode)}"`)
+        if (!BOND_MODES.includes(link.mode)) problem(object, `unknown bond mode "${link.mode}"`)
         if (!inRange(link.miimonMs, 0, 60_000) || !inRange(link.arpIntervalMs, 0, 60_000)) problem(object, 'monitoring interval outside 0..60000 ms')
         for (const target of link.arpTargets ?? []) if (parseCidr(target)?.family !== 4 || target.includes('/')) problem(object, `arp target "${target}" is not an IPv4 address`)
         break

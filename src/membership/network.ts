@@ -143,7 +143,8 @@ export function formatPnetKey(psk: Secret<Uint8Array>): Secret<Uint8Array> {
 function parseHostRoutes(routes: readonly string[]): Result<Ipv4Cidr[]> {
   const parsed: Ipv4Cidr[] = []
   for (const route of routes) {
-    if (parseIpv6(route.split('/')[0] ?? '') !== undefined) continue
+    // "default" is how iproute2 prints 0.0.0.0/0 (and ::/0).
+    if (route === 'default' || parseIpv6(route.split('/')[0] ?? '') !== undefined) continue
     const cidr = parseIpv4Route(route)
     if (cidr === undefined) return { ok: false, reason: `cannot read host route ${JSON.stringify(route.slice(0, 80))}` }
     // A default route covers everything; it does not claim the space.

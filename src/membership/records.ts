@@ -451,9 +451,10 @@ function requireIpv4(text: string): number {
   return value
 }
 
+/** Canonical (RFC 5952) text only, so a signed value reads back exactly as it was written. */
 function requireIpv6(text: string): Uint8Array {
   const value = parseIpv6(text)
-  if (value === undefined) throw new RangeError(`invalid IPv6 address ${JSON.stringify(text.slice(0, 80))}`)
+  if (value === undefined || formatIpv6(value) !== text) throw new RangeError(`not a canonical IPv6 address: ${JSON.stringify(text.slice(0, 80))}`)
   return value
 }
 

@@ -4,10 +4,12 @@
 // own dumps must decode the same objects.
 
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { attr, frameMessage, parseMessages, u8, type NlMessage } from '../../src/kernel/encode/nlattr.js'
 import type { ObservedAddress, ObservedLink, ObservedRoute, ObservedRule } from '../../src/kernel/types.js'
 import { Netns, type IpLink } from '../support/netns.js'
 import { pollUntil } from '../support/poll.js'
@@ -34,7 +36,8 @@ function drive(ns: Netns, commands: Command[]): Outcome[] {
     .map((line) => JSON.parse(line) as Outcome)
 }
 
-/** The result of one command that must succeed. */
+/** The result of one command that must succeed; the caller names the shape it expects. */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
 function ok<T = unknown>(ns: Netns, command: Command): T {
   const [outcome] = drive(ns, [command])
   if (!outcome || 'error' in outcome) throw new Error(`${command.op} failed: ${JSON.stringify(outcome)}`)
@@ -46,6 +49,33 @@ function fails(ns: Netns, command: Command): DriverError {
   const [outcome] = drive(ns, [command])
   if (!outcome || !('error' in outcome)) throw new Error(`${command.op} unexpectedly succeeded`)
   return outcome.error
+}
+
+/** The netlink messages a command sends inside `ns`, read from strace's hex dump of every sendmsg(). */
+function sentMessages(ns: Netns, argv: string[], input?: string): NlMessage[] {
+  const dir = mkdtempSync(join(tmpdir(), 'mt-strace-'))
+  const trace = join(dir, 'trace')
+  try {
+    spawnSync('ip', ['netns', 'exec', ns.name, 'strace', '-f', '-qq', '-o', trace, '-e', 'trace=sendmsg', '-e', 'write=all', '-s', '0', ...argv], {
+      input,
+      encoding: 'utf8',
+    })
+    // Each sendmsg line is followed by " | 00000  34 00 …  ascii |" lines for its bytes.
+    const datagrams: string[][] = []
+    for (const line of readFileSync(trace, 'utf8').split('\n')) {
+      if (/^(\d+ +)?sendmsg\(/.test(line)) datagrams.push([])
+      const dump = /^ \| [0-9a-f]{5} {2}(.{49})/.exec(line)
+      if (dump?.[1] !== undefined) datagrams.at(-1)?.push(dump[1].replaceAll(' ', ''))
+    }
+    return datagrams.flatMap((parts) => parseMessages(Buffer.from(parts.join(''), 'hex')))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** A message as hex with the sequence number zeroed (ip takes it from the clock, meshd counts). */
+function withoutSeq(message: NlMessage | undefined): string {
+  return message ? frameMessage({ ...message, seq: 0 }).toString('hex') : 'missing'
 }
 
 interface IpAddrInfo {
@@ -332,6 +362,70 @@ describe('netlink port in a namespace', () => {
       } finally {
         child.kill()
       }
+    })
+  })
+
+  describe('what the process sends, compared with ip on this machine (both traced with strace)', () => {
+    const driverArgv = [node, driverJs]
+    const newMessage = (messages: NlMessage[], type: number): NlMessage | undefined => messages.find((m) => m.type === type)
+
+    interface Case {
+      what: string
+      ip: string[]
+      command: Command
+      /** The message type to compare. */
+      type: number
+      before?: () => void
+      /** Undoes what ip did, so the driver's request meets the same kernel state. */
+      undo: () => void
+      after?: () => void
+    }
+    const cases: Case[] = [
+      {
+        what: 'a multipath route in table 7300',
+        ip: ['ip', 'route', 'replace', '10.20.0.0/24', 'metric', '10', 'table', '7300', 'proto', '73', 'nexthop', 'via', '169.254.9.2', 'dev', 'md-a', 'weight', '1', 'onlink', 'nexthop', 'via', '169.254.9.3', 'dev', 'md-b', 'weight', '3', 'onlink'],
+        command: {
+          op: 'routeReplace',
+          route: { table: 7300, dst: '10.20.0.0/24', metric: 10, multipath: [{ via: '169.254.9.2', dev: 'md-a', weight: 1, onlink: true }, { via: '169.254.9.3', dev: 'md-b', weight: 3, onlink: true }] },
+        },
+        type: 24,
+        undo: () => ns.ip('route', 'del', '10.20.0.0/24', 'table', '7300', 'metric', '10'),
+      },
+      {
+        what: 'a rule with every selector',
+        ip: ['ip', 'rule', 'add', 'priority', '7320', 'from', '10.0.0.0/8', 'to', '10.1.0.0/16', 'iif', 'md-a', 'oif', 'md-b', 'fwmark', '0x1/0xff', 'lookup', '7300', 'suppress_prefixlength', '0', 'protocol', '73'],
+        command: { op: 'ruleAdd', rule: { family: 4, priority: 7320, from: '10.0.0.0/8', to: '10.1.0.0/16', iif: 'md-a', oif: 'md-b', fwmark: { value: 1, mask: 0xff }, table: 7300, suppressPrefixLength: 0 } },
+        type: 32,
+        undo: () => ns.ip('rule', 'del', 'priority', '7320'),
+      },
+      {
+        what: 'a vxlan with mtu, up, master, local and dev',
+        ip: ['ip', 'link', 'add', 'md-vx5', 'mtu', '1400', 'up', 'master', 'md-br5', 'type', 'vxlan', 'id', '5', 'dstport', '4789', 'local', '10.0.0.1', 'dev', 'md-u0', 'nolearning'],
+        command: { op: 'linkAdd', link: { kind: 'vxlan', name: 'md-vx5', mtu: 1400, up: true, master: 'md-br5', vni: 5, port: 4789, local: '10.0.0.1', dev: 'md-u0', learning: false } },
+        type: 16,
+        before: () => ns.ip('link', 'add', 'md-br5', 'type', 'bridge'),
+        undo: () => ns.ip('link', 'del', 'md-vx5'),
+        after: () => ns.ip('link', 'del', 'md-br5'),
+      },
+    ]
+
+    it.each(cases)('$what', ({ ip, command, type, before, undo, after }) => {
+      before?.()
+      const theirs = newMessage(sentMessages(ns, ip), type)
+      undo()
+      const ours = newMessage(sentMessages(ns, driverArgv, JSON.stringify(command)), type)
+      after?.()
+      expect(theirs, 'ip sent the message').toBeDefined()
+      expect(withoutSeq(ours)).toBe(withoutSeq(theirs))
+    })
+
+    it('an address: the same bytes plus IFA_PROTO', () => {
+      const theirs = newMessage(sentMessages(ns, ['ip', 'addr', 'add', '169.254.9.1/32', 'peer', '169.254.9.2/32', 'dev', 'md-b']), 20)
+      ns.ip('addr', 'del', '169.254.9.1/32', 'peer', '169.254.9.2/32', 'dev', 'md-b')
+      const ours = newMessage(sentMessages(ns, driverArgv, JSON.stringify({ op: 'addrAdd', address: { link: 'md-b', local: '169.254.9.1/32', peer: '169.254.9.2/32' } })), 20)
+      expect(theirs, 'ip sent the message').toBeDefined()
+      expect(ours?.flags).toBe(theirs?.flags)
+      expect(ours?.payload.toString('hex')).toBe(`${theirs?.payload.toString('hex') ?? ''}${attr(11, u8(73)).toString('hex')}`)
     })
   })
 

@@ -172,7 +172,9 @@ describe('planOperations', () => {
     if (!device) throw new Error('fixture')
     const observedDevice = { name: device.name, privateKey: device.privateKey, listenPort: 51820, peers: [] }
     const base: ObservedState = { ...EMPTY_OBSERVED, links: [{ name: 'md-w-b', index: 4, kind: 'wireguard', mtu: 1440, up: true }], wireguard: [observedDevice] }
-    const only = { ...EMPTY_STATE, links: [desired.links[1]!], wireguard: desired.wireguard }
+    const wgLink = desired.links[1]
+    if (!wgLink) throw new Error('fixture')
+    const only = { ...EMPTY_STATE, links: [wgLink], wireguard: desired.wireguard }
     expect(planOperations(base, only, { wireguardBackend: 'kernel' }).map((o) => o.op)).toEqual(['wgSet'])
   })
 })

@@ -57,7 +57,7 @@ describe('createNetwork', () => {
   })
 
   it('uses 10.73.0.0/16 by default, ignoring the default route and IPv6 routes', () => {
-    const result = create({ existingRoutes: ['0.0.0.0/0', '192.168.1.0/24', 'fe80::/64', '::/0', '10.72.0.0/16'] })
+    const result = create({ existingRoutes: ['0.0.0.0/0', 'default', '192.168.1.0/24', 'fe80::/64', '::/0', '10.72.0.0/16'] })
     expect(result.ok && result.value.ipv4Cidr).toBe(DEFAULT_OVERLAY_CIDR)
   })
 

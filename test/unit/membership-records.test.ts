@@ -104,6 +104,7 @@ describe('encodings', () => {
     expect(() => peerRecord(alice, network, aliceChain, { hostname: 'bad host' })).toThrow(RangeError)
     expect(() => peerRecord(alice, network, aliceChain, { routes: ['10.0.0.1/8'] })).toThrow(RangeError)
     expect(() => peerRecord(alice, network, aliceChain, { wireguardPublicKey: 'short' })).toThrow(RangeError)
+    expect(() => peerRecord(alice, network, aliceChain, { endpoints: [{ address: '2001:DB8::1', port: 1, source: 'observed' }] })).toThrow(RangeError)
     expect(() => peerRecord(alice, network, aliceChain, { endpoints: [{ address: '192.0.2.1', port: 0, source: 'observed' }] })).toThrow(RangeError)
   })
 

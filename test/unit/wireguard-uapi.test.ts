@@ -9,7 +9,9 @@ import {
   decodeGetResponse,
   decodeSetResponse,
   encodeSetRequest,
+  formatEndpoint,
   hexToBase64Key,
+  parseEndpoint,
   planSetRequest,
   publicKeyFromPrivate,
   UapiError,
@@ -145,6 +147,7 @@ describe('UAPI set requests', () => {
     ['an endpoint address carrying a line', { endpoint: { address: '1.2.3.4\nprivate_key=00', port: 1 } }],
     ['an endpoint port out of range', { endpoint: { address: '1.2.3.4', port: 65536 } }],
     ['an allowed IP that is no prefix', { allowedIps: ['10.0.0.0/33'] }],
+    ['an allowed IP without a length', { allowedIps: ['10.0.0.1'] }],
     ['an allowed IP carrying a line', { allowedIps: ['10.0.0.0/8\nremove=true'] }],
     ['a fractional keepalive', { persistentKeepaliveSeconds: 2.5 }],
     ['a bad preshared key', { presharedKey: new Secret('short') }],
@@ -157,6 +160,29 @@ describe('UAPI set requests', () => {
     expect(() => encodeSetRequest({ fwmark: 2 ** 32, peers: [] })).toThrow(UapiError)
     expect(() => encodeSetRequest({ peers: [{ publicKey: 'nope' }] })).toThrow(UapiError)
   })
+})
+
+describe('UAPI endpoints', () => {
+  it('writes IPv6 endpoints in brackets', () => {
+    expect(formatEndpoint({ address: 'fd00::2', port: 51820 })).toBe('[fd00::2]:51820')
+    expect(formatEndpoint({ address: '192.0.2.1', port: 1 })).toBe('192.0.2.1:1')
+  })
+
+  it.each([
+    ['192.0.2.1:51820', { address: '192.0.2.1', port: 51820 }],
+    ['[fd00::2]:51820', { address: 'fd00::2', port: 51820 }],
+    ['[fe80::1%eth0]:51820', { address: 'fe80::1%eth0', port: 51820 }],
+    ['[::ffff:192.0.2.1]:1', { address: '::ffff:192.0.2.1', port: 1 }],
+  ])('reads %s', (text, endpoint) => {
+    expect(parseEndpoint(text)).toEqual(endpoint)
+  })
+
+  it.each(['192.0.2.1', '[192.0.2.1]:1', 'fd00::1:51820', '[fd00::1]:65536', '[fd00::1]:', 'host:1', '01.2.3.4:1', '[fe80::1%a b]:1', '1.2.3.4:1\n'])(
+    'rejects %j',
+    (text) => {
+      expect(parseEndpoint(text)).toBeUndefined()
+    },
+  )
 })
 
 describe('UAPI set planning', () => {
