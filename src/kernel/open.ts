@@ -1,0 +1,58 @@
+// Wires the kernel layer together for one network namespace (the calling
+// process's): netlink ports, the WireGuard backend this host supports,
+// capabilities, and the reconciler. The agent and the drivers call this.
+
+import type { Logger } from 'pino'
+import { detectCapabilities, findWireguardGo, probeKindsInScratchNamespace, type Capabilities, type WireguardPreference } from './capabilities.js'
+import { openRtnetlink, openWireguardGenl } from './netlink.js'
+import type { RtnetlinkPort } from './port.js'
+import { createReconciler, type Reconciler } from './reconciler.js'
+import { createProcSysctl } from './sysctl.js'
+import type { WireguardBackend } from './wireguard/backend.js'
+import { createKernelBackend } from './wireguard/kernel.js'
+import { createUserspaceBackend } from './wireguard/userspace.js'
+
+export interface KernelLayer {
+  capabilities: Capabilities
+  reconciler: Reconciler
+  rtnl: RtnetlinkPort
+  wireguard: WireguardBackend
+  close(): Promise<void>
+}
+
+export class NoWireguardError extends Error {
+  override readonly name = 'NoWireguardError'
+}
+
+export async function openKernelLayer(init: { wireguard: WireguardPreference; timeoutMs?: number }, components: { logger: Logger }, signal: AbortSignal): Promise<KernelLayer> {
+  const timeoutMs = init.timeoutMs ?? 5000
+  const rtnl = openRtnetlink({ timeoutMs })
+  const genl = openWireguardGenl({ timeoutMs })
+  const capabilities = await detectCapabilities(
+    {
+      creatableKinds: (s) => probeKindsInScratchNamespace(s),
+      kernelWireguard: (s) => genl.available({ signal: s }),
+      wireguardGo: async () => (await findWireguardGo()) !== undefined,
+    },
+    init.wireguard,
+    signal,
+  )
+  if (capabilities.wireguard.backend === 'none') {
+    rtnl.close()
+    genl.close()
+    throw new NoWireguardError(capabilities.wireguard.reason)
+  }
+  const wireguard = capabilities.wireguard.backend === 'kernel' ? createKernelBackend({ genl }) : createUserspaceBackend({ logger: components.logger })
+  const reconciler = createReconciler({ supportedKinds: capabilities.linkKinds }, { rtnl, wireguard, sysctl: createProcSysctl(), logger: components.logger })
+  return {
+    capabilities,
+    reconciler,
+    rtnl,
+    wireguard,
+    async close() {
+      await wireguard.close()
+      rtnl.close()
+      genl.close()
+    },
+  }
+}
