@@ -4,6 +4,7 @@
 
 import { canonicalCidr, canonicalIp, parseCidr } from './ip.js'
 import type { LinkChange } from './port.js'
+import { effectiveMetric, effectiveRouteScope } from './route-defaults.js'
 import { wireguardDeviceDiffers } from './wireguard/backend.js'
 import {
   RTPROT_MESHD,
@@ -17,7 +18,6 @@ import {
   type ObservedLink,
   type ObservedState,
   type Route,
-  type RouteScope,
   type Rule,
   type WireguardDevice,
 } from './types.js'
@@ -47,8 +47,9 @@ export interface PlanOptions {
 export function ownsLink(link: ObservedLink): boolean {
   return isOwnedLinkName(link.name)
 }
-export function ownsAddress(address: { link: string; protocol?: number }): boolean {
-  return isOwnedLinkName(address.link) || address.protocol === RTPROT_MESHD
+/** meshd stamps IFA_PROTO on every address it adds; the kernel's own (IPv6 link-local autoconf) carry another. */
+export function ownsAddress(address: { protocol?: number }): boolean {
+  return address.protocol === RTPROT_MESHD
 }
 export function ownsRoute(route: { table: number; protocol: number }): boolean {
   return isOwnedTable(route.table) && route.protocol === RTPROT_MESHD
@@ -66,19 +67,11 @@ export function addressKey(a: Address): string {
 /** The kernel identifies a route by family, table, destination, metric (and tos, which meshd never sets). */
 export function routeKey(r: Route): string {
   const dst = parseCidr(r.dst)
-  return `${dst?.family ?? '?'}|${r.table}|${canonicalCidr(r.dst)}|${r.metric ?? 0}`
+  return `${dst?.family ?? '?'}|${r.table}|${canonicalCidr(r.dst)}|${effectiveMetric(r)}`
 }
 
 function nexthopText(n: NextHop): string {
   return `${n.via === undefined ? '' : canonicalIp(n.via)}@${n.dev}${n.onlink === true ? '/onlink' : ''}*${n.weight ?? 1}`
-}
-
-/** The scope the kernel gives a route when none is asked for (iproute2's rule): link for a gateway-less unicast route. */
-export function effectiveRouteScope(r: Route): RouteScope {
-  if (r.scope !== undefined) return r.scope
-  if ((r.type ?? 'unicast') !== 'unicast') return 'global'
-  const hops = r.multipath ?? (r.nexthop ? [r.nexthop] : [])
-  return hops.some((n) => n.via !== undefined) ? 'global' : 'link'
 }
 
 /** Everything about a route that routeReplace sets, in one comparable string. */

@@ -11,6 +11,7 @@ import { createLogger } from '../logging/logger.js'
 import { decodeDesiredState } from './decode.js'
 import { startDriftRepair } from './drift.js'
 import { openKernelLayer } from './open.js'
+import { describeOperation } from './plan.js'
 import type { ApplyResult } from './reconciler.js'
 import type { WireguardPreference } from './capabilities.js'
 import type { DesiredState } from './types.js'
@@ -20,6 +21,7 @@ function summary(result: ApplyResult): Record<string, unknown> {
     planned: result.planned.length,
     applied: result.applied.length,
     operations: result.planned.map((o) => o.op),
+    changes: result.planned.map(describeOperation),
     failures: result.failures.map((f) => ({ operation: f.description, error: f.error.message, errno: (f.error as { errno?: string }).errno })),
   }
 }

@@ -3,7 +3,8 @@
 // kernel refuses (EEXIST, ENODEV, ESRCH), and prints itself as canonical text.
 
 import { KernelError, type LinkChange, type RtnetlinkPort } from '../../src/kernel/port.js'
-import { addressKey, effectiveRouteScope, routeKey, ruleKey } from '../../src/kernel/plan.js'
+import { addressKey, routeKey, ruleKey } from '../../src/kernel/plan.js'
+import { effectiveRouteScope } from '../../src/kernel/route-defaults.js'
 import { parseCidr } from '../../src/kernel/ip.js'
 import { RTPROT_MESHD, type Address, type Link, type ObservedAddress, type ObservedLink, type ObservedRoute, type ObservedRule, type ObservedWireguardDevice, type Route, type Rule, type WireguardDevice } from '../../src/kernel/types.js'
 import type { SysctlPort } from '../../src/kernel/sysctl.js'

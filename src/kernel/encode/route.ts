@@ -3,6 +3,7 @@
 // `ip route replace DST [via V] [src S] [metric M] table T proto P [scope S] [dev D] [onlink]`
 // and `… nexthop via V dev D weight W [onlink] …`.
 
+import { effectiveRouteScope } from '../route-defaults.js'
 import type { NextHop, ObservedRoute, Route, RouteScope, RouteType } from '../types.js'
 import { addressBytes, afOf, anyAddress, familyOfAf, formatIp, formatPrefix, parseIp, parsePrefix } from './inet.js'
 import type { IfIndexOf, IfNameOf } from './linkinfo.js'
@@ -71,14 +72,6 @@ function rtnexthop(routeFamily: 4 | 6, hop: NextHop, ifindex: IfIndexOf): Buffer
   return Buffer.concat([head, attrs])
 }
 
-/** iproute2's default scope: global for IPv6 (which has no route scopes); link for an IPv4 unicast route without a gateway; else global. */
-function defaultScope(family: 4 | 6, route: Route): number {
-  if (family === 6) return SCOPES.global
-  const type = route.type ?? 'unicast'
-  const hasGateway = route.nexthop?.via !== undefined || (route.multipath?.length ?? 0) > 0
-  return type === 'unicast' && !hasGateway ? SCOPES.link : SCOPES.global
-}
-
 /** `ip route replace DST … table T proto PROTOCOL` (NLM_F_CREATE|NLM_F_REPLACE) */
 export function encodeRouteReplace(route: Route, protocol: number, ifindex: IfIndexOf): NlRequest {
   const dst = parsePrefix(route.dst)
@@ -97,7 +90,7 @@ export function encodeRouteReplace(route: Route, protocol: number, ifindex: IfIn
     dstLen: dst.length,
     table: route.table,
     protocol,
-    scope: route.scope === undefined ? defaultScope(dst.family, route) : SCOPES[route.scope],
+    scope: SCOPES[effectiveRouteScope(route)],
     type: ROUTE_TYPES[route.type ?? 'unicast'],
     flags: route.nexthop?.onlink ? RTNH_F_ONLINK : 0,
   })
