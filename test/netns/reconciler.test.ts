@@ -137,8 +137,8 @@ describe('reconciler in a namespace', () => {
     const routes6 = ns.ipJson<{ dst: string; dev?: string; protocol: string }[]>('-6', 'route', 'show', 'table', '7300')
     expect(routes6.find((r) => r.dst === 'fd73::2')).toMatchObject({ dev: wgA })
 
-    const rules = ns.ipJson<{ priority: number; dst?: string; iif?: string; table: string; protocol?: string }[]>('rule', 'show')
-    expect(rules.filter((r) => r.priority >= 7300 && r.priority < 7310).map((r) => [r.priority, r.dst ?? r.iif, r.table])).toEqual([
+    const rules = ns.ipJson<{ priority: number; dst?: string; dstlen?: number; iif?: string; table: string; protocol?: string }[]>('rule', 'show')
+    expect(rules.filter((r) => r.priority >= 7300 && r.priority < 7310).map((r) => [r.priority, r.dst ? `${r.dst}/${r.dstlen ?? 32}` : r.iif, r.table])).toEqual([
       [7300, '10.73.0.0/16', '7300'],
       [7305, wgA, '7301'],
     ])

@@ -1,0 +1,393 @@
+// The libp2p node that carries membership: TCP, a private network (pnet) keyed
+// from the network secret, Noise, yamux, identify, ping, gossipsub for signed
+// records, circuit relay v2 and DCUtR for members behind NAT, and optional
+// bootstrap and mDNS discovery.
+//
+// This file is the only one in meshd that builds a libp2p node. It exposes a
+// narrow, typed surface (node ids instead of PeerIds, bytes instead of
+// messages) so the membership service above it never touches libp2p
+// internals, and a test can see at a glance what membership needs from it.
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { bootstrap } from '@libp2p/bootstrap'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
+import { gossipsub, TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { mdns } from '@libp2p/mdns'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import type { Logger } from '../logging/logger.js'
+import { packageVersion } from '../version.js'
+import { NotStartedError } from './errors.js'
+import type { SignalOptions } from './framed-stream.js'
+import type { Identity } from './identity.js'
+import { parseNodeId, type NodeId } from './keys.js'
+import { derivePnetKey, formatPnetKey, type Network, type NetworkId } from './network.js'
+import { MAX_RECORD_BYTES } from './records.js'
+
+/** All interfaces, TCP 7373: one fixed port, so firewalls can allow it (docs/security.md). */
+export const DEFAULT_LISTEN_ADDRESSES: readonly string[] = ['/ip4/0.0.0.0/tcp/7373']
+
+/** The gossipsub topic that carries a network's signed records. */
+export function recordsTopic(networkId: NetworkId): string {
+  return `/meshd/${networkId}/records/1`
+}
+
+export interface Clock {
+  /** Wall-clock milliseconds (records carry absolute times). */
+  now(): number
+}
+
+export interface MembershipNodeInit {
+  /** Multiaddrs to listen on; default DEFAULT_LISTEN_ADDRESSES. */
+  listen?: readonly string[]
+  /** Multiaddrs to announce instead of the listen addresses (e.g. a public address behind port forwarding). */
+  announce?: readonly string[]
+  /** Members to connect to on start (multiaddrs with /p2p/<node id>), e.g. from the token. */
+  bootstrap?: readonly string[]
+  /** LAN discovery by multicast DNS. Off by default: it announces the node to the whole LAN. */
+  mdns?: boolean
+  relay?: {
+    /** Relay control traffic for members that cannot reach each other directly (default true). */
+    server?: boolean
+    /** Reserve a slot on a relaying member and advertise the relayed address (for hosts behind NAT; default false). */
+    reserve?: boolean
+  }
+  /** Gossipsub heartbeat; default 1000 ms (gossipsub's own default). */
+  gossipHeartbeatMs?: number
+  /** New inbound connections accepted per second from one host; libp2p's default is 5. */
+  inboundConnectionsPerSecond?: number
+  /** Most connections held at once; libp2p's default is 300. */
+  maxConnections?: number
+}
+
+export interface MembershipNodeComponents {
+  identity: Identity
+  network: Network
+  logger: Logger
+  clock: Clock
+}
+
+/** What to do with a gossip message: deliver and forward, drop quietly, or drop and penalise the sender. */
+export type GossipVerdict = 'accept' | 'ignore' | 'reject'
+export type GossipValidator = (data: Uint8Array, from: NodeId) => GossipVerdict
+
+export interface StreamContext {
+  /** From the Noise-authenticated connection: who is really on the other end. */
+  readonly remote: NodeId
+  /** The remote address of the connection as this node sees it. */
+  readonly remoteAddress: string
+}
+
+export type ProtocolHandler = (stream: Stream, context: StreamContext) => Promise<void>
+
+export interface GossipTraffic {
+  readonly sentBytes: number
+  readonly receivedBytes: number
+}
+
+export interface MembershipNode {
+  readonly nodeId: NodeId
+  readonly topic: string
+  readonly isStarted: boolean
+  start(options: SignalOptions): Promise<void>
+  stop(options: SignalOptions): Promise<void>
+  /** Addresses others can dial, each ending in /p2p/<node id>. */
+  listenAddresses(): string[]
+  /** Public addresses of this node that libp2p learned from peers (identify). */
+  observedAddresses(): string[]
+  connectedPeers(): NodeId[]
+  /** Connects to a multiaddr and returns who answered (checked by Noise). */
+  dial(address: string, options: SignalOptions): Promise<NodeId>
+  hangUp(nodeId: NodeId, options: SignalOptions): Promise<void>
+  /** Teaches libp2p where a member can be reached (from its record), so openStream can dial it. */
+  addPeerAddresses(nodeId: NodeId, addresses: readonly string[], options: SignalOptions): Promise<void>
+  /** Publishes bytes on the records topic; returns how many peers it was sent to. */
+  publish(data: Uint8Array, options: SignalOptions): Promise<number>
+  /** The one gossip validator; messages are dropped (ignored) until one is set. */
+  setGossipValidator(validator: GossipValidator | undefined): void
+  /** Registers a protocol handler; kept across start/stop. */
+  handle(protocol: string, handler: ProtocolHandler): void
+  /** Opens a stream to a member, dialling it if needed. */
+  openStream(nodeId: NodeId, protocol: string, options: SignalOptions): Promise<{ stream: Stream; context: StreamContext }>
+  /** Called whenever a connection to a peer that speaks `protocol` is up (after identify). */
+  onPeerConnected(protocol: string, listener: (nodeId: NodeId) => void): void
+  /** Gossipsub RPC bytes since start (the membership gossip load of this node). */
+  gossipTraffic(): GossipTraffic
+}
+
+type Services = {
+  identify: ReturnType<ReturnType<typeof identify>>
+  ping: ReturnType<ReturnType<typeof ping>>
+  pubsub: GossipSub
+  dcutr: ReturnType<ReturnType<typeof dcutr>>
+  addresses: ObservedAddressView
+  relay?: ReturnType<ReturnType<typeof circuitRelayServer>>
+}
+
+interface ObservedAddressView {
+  observed(): Multiaddr[]
+}
+
+/** A libp2p "service" whose only job is to read the address manager, which libp2p does not expose on the node. */
+function observedAddressView(components: { addressManager: { getObservedAddrs(): Multiaddr[] } }): ObservedAddressView {
+  return { observed: () => components.addressManager.getObservedAddrs() }
+}
+
+export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
+  const { identity, network } = components
+  const log = components.logger.child({ component: 'membership-node' })
+  const topic = recordsTopic(network.id)
+  const handlers = new Map<string, ProtocolHandler>()
+  const topologies: { protocol: string; listener: (nodeId: NodeId) => void }[] = []
+  const traffic = { sentBytes: 0, receivedBytes: 0 }
+  let validator: GossipValidator | undefined
+  let libp2p: Libp2p<Services> | undefined
+  let starting: Promise<void> | undefined
+  let started = false
+
+  const requireNode = (): Libp2p<Services> => {
+    if (libp2p === undefined || !started) throw new NotStartedError('the membership node is not started')
+    return libp2p
+  }
+
+  const registerHandler = async (node: Libp2p<Services>, protocol: string, handler: ProtocolHandler): Promise<void> => {
+    await node.handle(
+      protocol,
+      async (stream, connection) => {
+        const remote = parseNodeId(connection.remotePeer.toString())
+        if (remote === undefined) {
+          stream.abort(new Error('not an Ed25519 node id'))
+          return
+        }
+        try {
+          await handler(stream, { remote, remoteAddress: connection.remoteAddr.toString() })
+        } catch (error) {
+          // Handlers report their own refusals; this only catches what they did not expect.
+          log.debug({ protocol, remote, err: errorText(error) }, 'protocol handler failed')
+          stream.abort(error instanceof Error ? error : new Error('handler failed'))
+        }
+      },
+      { runOnLimitedConnection: true, force: true },
+    )
+  }
+
+  const registerTopology = async (node: Libp2p<Services>, protocol: string, listener: (nodeId: NodeId) => void): Promise<void> => {
+    await node.register(protocol, {
+      notifyOnLimitedConnection: true,
+      onConnect: (peerId) => {
+        const nodeId = parseNodeId(peerId.toString())
+        if (nodeId !== undefined) listener(nodeId)
+      },
+    })
+  }
+
+  const build = async (): Promise<Libp2p<Services>> => {
+    const relayServer = init.relay?.server ?? true
+    const listen = [...(init.listen ?? DEFAULT_LISTEN_ADDRESSES)]
+    if (init.relay?.reserve === true) listen.push('/p2p-circuit')
+    const discovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
+    const bootstrapList = (init.bootstrap ?? []).filter((address) => address.includes('/p2p/'))
+    if (bootstrapList.length > 0) discovery.push(bootstrap({ list: bootstrapList }))
+    if (init.mdns === true) discovery.push(mdns({ serviceTag: `meshd-${network.id.slice(0, 16)}` }))
+    const services = {
+      identify: identify(),
+      ping: ping(),
+      dcutr: dcutr(),
+      addresses: observedAddressView,
+      pubsub: gossipsub({
+        // Records carry their own Ed25519 signatures; signing the envelope again would only add bytes.
+        globalSignaturePolicy: 'StrictNoSign',
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        runOnLimitedConnection: true,
+        allowedTopics: [topic],
+        maxInboundDataLength: MAX_RECORD_BYTES,
+        heartbeatInterval: init.gossipHeartbeatMs ?? 1000,
+        // Admitted members behind one NAT share an address; gossipsub's co-location penalty would cut them off.
+        scoreParams: { IPColocationFactorWeight: 0 },
+        metricsRegister: gossipTrafficRegister(traffic),
+      }),
+      ...(relayServer ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: true } }) } : {}),
+    }
+    const node = await createLibp2p({
+      start: false,
+      privateKey: identity.privateKey.reveal(),
+      nodeInfo: { userAgent: `meshd/${packageVersion()}` },
+      addresses: { listen, ...(init.announce === undefined ? {} : { announce: [...init.announce] }) },
+      transports: [tcp(), circuitRelayTransport()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionProtector: preSharedKey({ psk: formatPnetKey(derivePnetKey(network.secret)).reveal() }),
+      connectionManager: {
+        ...(init.inboundConnectionsPerSecond === undefined ? {} : { inboundConnectionThreshold: init.inboundConnectionsPerSecond }),
+        ...(init.maxConnections === undefined ? {} : { maxConnections: init.maxConnections }),
+      },
+      peerDiscovery: discovery,
+      services: services as never,
+    })
+    return node as unknown as Libp2p<Services>
+  }
+
+  const doStart = async (signal: AbortSignal): Promise<void> => {
+    libp2p ??= await build()
+    signal.throwIfAborted()
+    const node = libp2p
+    const pubsub = node.services.pubsub
+    pubsub.topicValidators.set(topic, (peer: PeerId, message) => {
+      const from = parseNodeId(peer.toString())
+      if (from === undefined || validator === undefined) return TopicValidatorResult.Ignore
+      return VERDICTS[validator(message.data, from)]
+    })
+    await node.start()
+    for (const [protocol, handler] of handlers) await registerHandler(node, protocol, handler)
+    for (const { protocol, listener } of topologies) await registerTopology(node, protocol, listener)
+    pubsub.subscribe(topic)
+    started = true
+    log.info({ nodeId: identity.nodeId, addresses: node.getMultiaddrs().map(String) }, 'membership node started')
+  }
+
+  return {
+    nodeId: identity.nodeId,
+    topic,
+    get isStarted() {
+      return started
+    },
+
+    async start(options) {
+      if (started) return
+      starting ??= doStart(options.signal).finally(() => {
+        starting = undefined
+      })
+      await starting
+    },
+
+    async stop(options) {
+      if (starting !== undefined) await starting.catch(() => undefined)
+      if (!started || libp2p === undefined) return
+      started = false
+      options.signal.throwIfAborted()
+      libp2p.services.pubsub.unsubscribe(topic)
+      await libp2p.stop()
+      log.info({ nodeId: identity.nodeId }, 'membership node stopped')
+    },
+
+    listenAddresses() {
+      return requireNode().getMultiaddrs().map(String)
+    },
+
+    observedAddresses() {
+      return requireNode().services.addresses.observed().map(String)
+    },
+
+    connectedPeers() {
+      return requireNode()
+        .getPeers()
+        .flatMap((peerId) => parseNodeId(peerId.toString()) ?? [])
+    },
+
+    async dial(address, options) {
+      const connection = await requireNode().dial(multiaddr(address), { signal: options.signal })
+      const remote = parseNodeId(connection.remotePeer.toString())
+      if (remote === undefined) {
+        await connection.close()
+        throw new TypeError('the dialled host is not a meshd node (its id is not an Ed25519 key)')
+      }
+      return remote
+    },
+
+    async hangUp(nodeId, options) {
+      await requireNode().hangUp(peerIdFromString(nodeId), { signal: options.signal })
+    },
+
+    async addPeerAddresses(nodeId, addresses, options) {
+      const multiaddrs = addresses.flatMap((address) => {
+        try {
+          return [multiaddr(address)]
+        } catch {
+          return []
+        }
+      })
+      if (multiaddrs.length === 0) return
+      await requireNode().peerStore.merge(peerIdFromString(nodeId), { multiaddrs }, { signal: options.signal })
+    },
+
+    async publish(data, options) {
+      options.signal.throwIfAborted()
+      const result = await requireNode().services.pubsub.publish(topic, data)
+      return result.recipients.length
+    },
+
+    setGossipValidator(next) {
+      validator = next
+    },
+
+    handle(protocol, handler) {
+      handlers.set(protocol, handler)
+      if (started && libp2p !== undefined) {
+        registerHandler(libp2p, protocol, handler).catch((error: unknown) => {
+          log.warn({ protocol, err: errorText(error) }, 'could not register protocol handler')
+        })
+      }
+    },
+
+    async openStream(nodeId, protocol, options) {
+      const node = requireNode()
+      const connection = await node.dial(peerIdFromString(nodeId), { signal: options.signal })
+      const stream = await connection.newStream(protocol, { signal: options.signal, runOnLimitedConnection: true })
+      return { stream, context: { remote: nodeId, remoteAddress: connection.remoteAddr.toString() } }
+    },
+
+    onPeerConnected(protocol, listener) {
+      topologies.push({ protocol, listener })
+      if (started && libp2p !== undefined) {
+        registerTopology(libp2p, protocol, listener).catch((error: unknown) => {
+          log.warn({ protocol, err: errorText(error) }, 'could not register topology')
+        })
+      }
+    },
+
+    gossipTraffic() {
+      return { ...traffic }
+    },
+  }
+}
+
+const VERDICTS: Record<GossipVerdict, TopicValidatorResult> = {
+  accept: TopicValidatorResult.Accept,
+  ignore: TopicValidatorResult.Ignore,
+  reject: TopicValidatorResult.Reject,
+}
+
+/**
+ * A gossipsub metrics register that keeps only the RPC byte totals and
+ * discards every other metric: enough to report gossip load without a
+ * metrics stack.
+ */
+function gossipTrafficRegister(traffic: { sentBytes: number; receivedBytes: number }): NonNullable<Parameters<typeof gossipsub>[0]>['metricsRegister'] {
+  const ignore = (): void => undefined
+  const counterFor = (name: string): ((labelsOrValue?: unknown, value?: number) => void) => {
+    const add = (labelsOrValue?: unknown, value?: number): void => {
+      const amount = typeof labelsOrValue === 'number' ? labelsOrValue : (value ?? 1)
+      if (name === 'gossipsub_rpc_sent_bytes_total') traffic.sentBytes += amount
+      else if (name === 'gossipsub_rpc_recv_bytes_total') traffic.receivedBytes += amount
+    }
+    return add
+  }
+  return {
+    gauge: (config) => ({ inc: counterFor(config.name), set: ignore, addCollect: ignore }) as never,
+    histogram: () => ({ startTimer: () => ignore, observe: ignore, reset: ignore }) as never,
+    avgMinMax: () => ({ set: ignore }) as never,
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : 'unknown error'
+}
