@@ -4,6 +4,7 @@
 
 import type { Logger } from 'pino'
 import { detectCapabilities, findWireguardGo, probeKindsInScratchNamespace, type Capabilities, type WireguardPreference } from './capabilities.js'
+import { registerIproute2Names } from './iproute2-names.js'
 import { openRtnetlink, openWireguardGenl } from './netlink.js'
 import type { RtnetlinkPort } from './port.js'
 import { createReconciler, type Reconciler } from './reconciler.js'
@@ -42,6 +43,10 @@ export async function openKernelLayer(init: { wireguard: WireguardPreference; ti
     genl.close()
     throw new NoWireguardError(capabilities.wireguard.reason)
   }
+  // So that `ip route` prints "proto meshd"; /etc may be read-only (systemd ProtectSystem), which is fine.
+  await registerIproute2Names().catch((error: unknown) => {
+    components.logger.debug({ err: error instanceof Error ? error.message : String(error) }, 'cannot register iproute2 names')
+  })
   const wireguard = capabilities.wireguard.backend === 'kernel' ? createKernelBackend({ genl }) : createUserspaceBackend({ logger: components.logger })
   const reconciler = createReconciler({ supportedKinds: capabilities.linkKinds }, { rtnl, wireguard, sysctl: createProcSysctl(), logger: components.logger })
   return {

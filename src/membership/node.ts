@@ -231,9 +231,9 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         ...(init.maxConnections === undefined ? {} : { maxConnections: init.maxConnections }),
       },
       peerDiscovery: discovery,
-      services: services as never,
+      services,
     })
-    return node as unknown as Libp2p<Services>
+    return node
   }
 
   const doStart = async (signal: AbortSignal): Promise<void> => {
@@ -382,9 +382,9 @@ function gossipTrafficRegister(traffic: { sentBytes: number; receivedBytes: numb
     return add
   }
   return {
-    gauge: (config) => ({ inc: counterFor(config.name), set: ignore, addCollect: ignore }) as never,
-    histogram: () => ({ startTimer: () => ignore, observe: ignore, reset: ignore }) as never,
-    avgMinMax: () => ({ set: ignore }) as never,
+    gauge: (config) => ({ inc: counterFor(config.name), set: ignore, addCollect: ignore }),
+    histogram: () => ({ startTimer: () => ignore, observe: ignore, reset: ignore }),
+    avgMinMax: () => ({ set: ignore }),
   }
 }
 

@@ -39,10 +39,11 @@ function snapshot(ns: Netns): string {
   return JSON.stringify({
     links: strip(ns.ipJson('link', 'show')),
     addrs: strip(ns.ipJson('addr', 'show')),
-    routes4: ns.ipJson('route', 'show', 'table', 'all'),
-    routes6: ns.ipJson('-6', 'route', 'show', 'table', 'all'),
-    rules4: ns.ipJson('rule', 'show'),
-    rules6: ns.ipJson('-6', 'rule', 'show'),
+    // -N: numbers, not names, so registering "meshd" with iproute2 does not change the picture.
+    routes4: ns.ipJson('-N', 'route', 'show', 'table', 'all'),
+    routes6: ns.ipJson('-N', '-6', 'route', 'show', 'table', 'all'),
+    rules4: ns.ipJson('-N', 'rule', 'show'),
+    rules6: ns.ipJson('-N', '-6', 'rule', 'show'),
   })
 }
 
@@ -134,10 +135,12 @@ describe('reconciler in a namespace', () => {
     expect(ours.map((r) => r.dst).sort()).toEqual(['10.73.0.2', '10.73.0.3', '10.73.9.0/24'])
     expect(ours.find((r) => r.dst === '10.73.0.2')).toMatchObject({ gateway: '169.254.1.2', dev: wgA, flags: ['onlink'] })
     expect(ours.find((r) => r.dst === '10.73.9.0/24')?.nexthops?.map((n) => n.dev).sort()).toEqual([wgA, wgB].sort())
+    // iproute2 prints meshd's registered protocol and table names.
+    expect(ns.ip('route', 'show', 'table', 'meshd', '10.73.0.2')).toMatch(/proto meshd/)
     const routes6 = ns.ipJson<{ dst: string; dev?: string; protocol: string }[]>('-6', 'route', 'show', 'table', '7300')
     expect(routes6.find((r) => r.dst === 'fd73::2')).toMatchObject({ dev: wgA })
 
-    const rules = ns.ipJson<{ priority: number; dst?: string; dstlen?: number; iif?: string; table: string; protocol?: string }[]>('rule', 'show')
+    const rules = ns.ipJson<{ priority: number; dst?: string; dstlen?: number; iif?: string; table: string; protocol?: string }[]>('-N', 'rule', 'show')
     expect(rules.filter((r) => r.priority >= 7300 && r.priority < 7310).map((r) => [r.priority, r.dst ? `${r.dst}/${r.dstlen ?? 32}` : r.iif, r.table])).toEqual([
       [7300, '10.73.0.0/16', '7300'],
       [7305, wgA, '7301'],
