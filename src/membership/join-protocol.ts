@@ -1,0 +1,91 @@
+// The join protocol (/meshd/join/1.0.0): a joiner that holds a token dials a
+// bootstrap member from it and presents the token; the member judges the
+// invite and answers with the joiner's admission chain or a one-line refusal.
+// Messages: ./join-messages.ts.
+//
+// The member takes the joiner's node id from the authenticated connection,
+// never from the request, so an admission can only be obtained for the key
+// that holds the connection.
+
+import type { Stream } from '@libp2p/interface'
+import type { Logger } from '../logging/logger.js'
+import type { Secret } from '../logging/secret.js'
+import { JoinRefusedError, ProtocolError } from './errors.js'
+import { FramedStream, type SignalOptions } from './framed-stream.js'
+import { JOIN_PROTOCOL, MAX_JOIN_FRAME_BYTES, decodeJoinRequest, decodeJoinResponse, encodeJoinRequest, encodeJoinResponse } from './join-messages.js'
+import type { NodeId } from './keys.js'
+import type { Clock, MembershipNode } from './node.js'
+import { checkAdmissionChain, createRecordStore } from './record-store.js'
+import type { Admission } from './records.js'
+import type { JoinToken } from './token.js'
+
+export { JOIN_PROTOCOL }
+
+export type AdmitDecision = { ok: true; admissions: readonly Admission[] } | { ok: false; reason: string }
+
+/** The member's side: judges one request with `admit` and answers. Returns the decision for counting and logging. */
+export async function serveJoin(stream: Stream, joiner: NodeId, admit: (tokenText: string, joiner: NodeId) => AdmitDecision, options: SignalOptions): Promise<AdmitDecision> {
+  const framed = new FramedStream(stream, MAX_JOIN_FRAME_BYTES)
+  const request = decodeJoinRequest(await framed.readRequired('join request', options))
+  const decision: AdmitDecision = request.ok ? admit(request.value, joiner) : { ok: false, reason: `malformed join request: ${request.detail}` }
+  const response = decision.ok ? { kind: 'admitted' as const, admissions: [...decision.admissions] } : { kind: 'refused' as const, reason: decision.reason }
+  await framed.write(encodeJoinResponse(response), options)
+  await framed.close(options)
+  return decision
+}
+
+export interface RequestAdmissionInit {
+  /** The parsed token (the node was built for its network). */
+  token: JoinToken
+  /** The token as pasted: the member judges it again. */
+  tokenText: Secret<string>
+  /** Per bootstrap address; default 10 s. */
+  attemptTimeoutMs?: number
+}
+
+export interface RequestAdmissionComponents {
+  node: MembershipNode
+  logger: Logger
+  clock: Clock
+}
+
+/**
+ * The joiner's side: tries the token's bootstrap addresses in order until a
+ * member admits this node. Returns a chain that is checked to lead from the
+ * founder to this node. Throws JoinRefusedError with one line per address
+ * when none does.
+ */
+export async function requestAdmission(init: RequestAdmissionInit, components: RequestAdmissionComponents, options: SignalOptions): Promise<Admission[]> {
+  const { node, clock } = components
+  const log = components.logger.child({ component: 'join' })
+  const reasons: string[] = []
+  for (const address of init.token.bootstrap) {
+    options.signal.throwIfAborted()
+    const signal = AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)])
+    try {
+      const admissions = await askMember(address, init.tokenText, node, { signal })
+      const problem = checkAdmissionChain(createRecordStore(init.token.network), node.nodeId, admissions, clock.now())
+      if (problem !== undefined) throw new ProtocolError('bad-admission', `the member's admission does not hold: ${problem}`)
+      log.info({ bootstrap: address, depth: admissions.length }, 'admitted to the network')
+      return admissions
+    } catch (error) {
+      options.signal.throwIfAborted()
+      const reason = `${address}: ${error instanceof Error ? error.message : 'failed'}`
+      log.debug({ bootstrap: address, reason }, 'join attempt failed')
+      reasons.push(reason)
+    }
+  }
+  throw new JoinRefusedError(reasons)
+}
+
+async function askMember(address: string, tokenText: Secret<string>, node: MembershipNode, options: SignalOptions): Promise<Admission[]> {
+  const member = await node.dial(address, options)
+  const { stream } = await node.openStream(member, JOIN_PROTOCOL, options)
+  const framed = new FramedStream(stream, MAX_JOIN_FRAME_BYTES)
+  await framed.write(encodeJoinRequest(tokenText.reveal()), options)
+  await framed.close(options)
+  const response = decodeJoinResponse(await framed.readRequired('join response', options))
+  if (!response.ok) throw new ProtocolError('malformed', `malformed join response: ${response.detail}`)
+  if (response.value.kind === 'refused') throw new ProtocolError('refused', `refused: ${response.value.reason}`)
+  return response.value.admissions
+}
