@@ -26,7 +26,7 @@ function bundledNode() {
 }
 
 if (major >= REQUIRED_MAJOR) {
-  const { main } = await import(join(here, '..', 'dist', 'cli', 'main.js'))
+  const { main } = await import(join(here, '..', 'dist', 'main.js'))
   process.exitCode = await main(process.argv.slice(2))
 } else {
   const node = bundledNode()

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { main } from '../../src/cli/main.js'
+import { HELP, hasNetAdmin, main } from '../../src/cli/main.js'
 
 function sink(): { stream: Writable; text: () => string } {
   let text = ''
@@ -51,5 +51,42 @@ describe('entry point on the host Node', () => {
     expect(run.stderr).toBe('')
     expect(run.status).toBe(0)
     expect(run.stdout).toMatch(/^meshd \d+\.\d+\.\d+ \(node v(2[2-9]|[3-9]\d)\./)
+  })
+})
+
+describe('argument handling', () => {
+  it.each([
+    [['status', '--bogus'], 2, 'meshd: status: unknown option --bogus'],
+    [['token', 'create', '--ttl', '5x'], 2, 'meshd: "5x" is not a duration like 90s, 30m, 24h or 7d'],
+    [['token', 'create', '--uses', '0'], 2, 'meshd: --uses must be a whole number from 1'],
+    [['evict'], 2, 'meshd: usage: meshd evict <node> [--reason TEXT]'],
+    [['join'], 2, 'meshd: usage: meshd join <token> [--foreground]'],
+  ])('%j exits %i with one line', async (argv, code, message) => {
+    const out = sink()
+    const err = sink()
+    // Run as if root so the usage check, not the capability check, answers.
+    expect(await main(argv, { stdout: out.stream, stderr: err.stream, env: {} })).toBe(hasNetAdmin() ? code : 1)
+    if (hasNetAdmin()) expect(err.text()).toBe(message + '\n')
+  })
+
+  it('prints help with an example for every command', async () => {
+    for (const command of Object.keys(HELP)) {
+      const out = sink()
+      expect(await main([command, '--help'], { stdout: out.stream, stderr: sink().stream })).toBe(0)
+      expect(out.text()).toMatch(/^usage: meshd /)
+      expect(out.text()).toMatch(/\nexample:\n {2}meshd /)
+    }
+  })
+
+  it('reads CAP_NET_ADMIN from the effective capability set', () => {
+    expect(hasNetAdmin('Name:\tx\nCapEff:\t000001ffffffffff\n')).toBe(true)
+    expect(hasNetAdmin('CapEff:\t0000000000001000\n')).toBe(true)
+    expect(hasNetAdmin('CapEff:\t0000000000000000\n')).toBe(false)
+  })
+
+  it('tells a non-root user which capability is missing', () => {
+    const run = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, 'bin/meshd.js', 'status'], { encoding: 'utf8' })
+    expect(run.status).toBe(1)
+    expect(run.stderr).toBe('meshd: "status" needs root (CAP_NET_ADMIN); run it with sudo\n')
   })
 })
