@@ -518,11 +518,28 @@ class Rtnetlink implements RtnetlinkPort {
     })
   }
 
-  /** `ip link set dev NAME [mtu M] [up|down] [master B|nomaster]` */
+  /**
+   * `ip link set dev NAME [mtu M] [up|down] [master B|nomaster]`. The kernel
+   * applies a message's up/down before its master, and a bond refuses a slave
+   * that is up (EPERM), so enslaving takes separate messages, as with `ip`:
+   * down (if up), then master and MTU, then the up state asked for (else the
+   * one the link had).
+   */
   linkSet(name: string, change: LinkChange, options: CallOptions): Promise<void> {
     return this.#run(`linkSet ${name}`, options, async (call) => {
-      const ifindex = await this.#ifindexes(call, typeof change.master === 'string' ? [change.master, name] : [name])
-      await this.#ack(call, encodeLinkSet(ifindex(name), change, ifindex))
+      const { master } = change
+      if (typeof master !== 'string') {
+        const ifindex = await this.#ifindexes(call, [name])
+        await this.#ack(call, encodeLinkSet(ifindex(name), change, ifindex))
+        return
+      }
+      const ifindex = await this.#ifindexes(call, [master, name])
+      const index = ifindex(name)
+      const [reply] = await this.#channel.request(call, encodeLinkGet(name))
+      const wasUp = reply !== undefined && decodeLink(reply.payload, (i) => `if${i}`).up
+      if (wasUp) await this.#ack(call, encodeLinkSet(index, { up: false }, ifindex))
+      await this.#ack(call, encodeLinkSet(index, { ...(change.mtu === undefined ? {} : { mtu: change.mtu }), master }, ifindex))
+      await this.#ack(call, encodeLinkSet(index, { up: change.up ?? wasUp }, ifindex))
     })
   }
 

@@ -133,6 +133,19 @@ function needsRecreate(link: Link, observed: ObservedLink, options: PlanOptions)
   return false
 }
 
+/**
+ * What linkAdd creates: the kind and its attributes, down, without MTU or master;
+ * the linkSet that follows sets those. Creating a link up and enslaved in one
+ * message fails for bond slaves: the kernel enslaves after bringing the link up,
+ * and a bond refuses a slave that is up (EPERM).
+ */
+function bareLink(link: Link): Link {
+  const bare = { ...link, up: false }
+  delete bare.mtu
+  delete bare.master
+  return bare
+}
+
 /** Masters (bonds, bridges) first so that slaves can be enslaved as they are created. */
 function linkCreationRank(link: Link): number {
   return link.kind === 'bond' || link.kind === 'bridge' ? 0 : 1
@@ -165,7 +178,7 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
     }
     if (!have || recreated.has(link.name)) {
       if (link.kind === 'wireguard' && options.wireguardBackend === 'userspace') adds.push({ op: 'wgEnsure', name: link.name })
-      else adds.push({ op: 'linkAdd', link })
+      else adds.push({ op: 'linkAdd', link: bareLink(link) })
       // A new link starts down, without master or MTU; set what is wanted in one step.
       const change: LinkChange = {}
       if (link.mtu !== undefined) change.mtu = link.mtu

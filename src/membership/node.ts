@@ -214,6 +214,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         // Admitted members behind one NAT share an address; gossipsub's co-location penalty would cut them off.
         scoreParams: { IPColocationFactorWeight: 0 },
         metricsRegister: gossipTrafficRegister(traffic),
+        metricsTopicStrToLabel: new Map([[topic, 'records']]),
       }),
       ...(relayServer ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: true } }) } : {}),
     }

@@ -171,6 +171,11 @@ export function createMembershipService(init: MembershipServiceInit, components:
     const step = acceptRecord(state, bytes, clock.now())
     const outcome = step.outcome
     if (!outcome.accepted) {
+      // Sync re-sends everything a peer holds; what we already hold is not a rejection worth counting.
+      if (source === 'sync' && outcome.reason === 'replayed') {
+        counters.increment('sync.already-held')
+        return outcome
+      }
       counters.increment(`record.rejected.${outcome.reason}`)
       log.debug({ source, reason: outcome.reason, detail: outcome.detail }, 'record rejected')
       return outcome
@@ -321,12 +326,13 @@ export function createMembershipService(init: MembershipServiceInit, components:
     node.publish(bytes, { signal: lifecycle.signal }).catch(() => undefined)
   }
 
-  const syncWith = async (peer: NodeId): Promise<void> => {
+  /** Exchanges held objects with one peer; `held` narrows what we send (a leave or eviction pushed directly). */
+  const syncWith = async (peer: NodeId, held?: readonly Uint8Array[]): Promise<void> => {
     if (lifecycle === undefined || phase === 'idle') return
     const signal = AbortSignal.any([lifecycle.signal, AbortSignal.timeout(syncTimeoutMs)])
     try {
       const { stream } = await node.openStream(peer, SYNC_PROTOCOL, { signal })
-      const result = await exchangeRecords(stream, { held: heldObjects(), receive: receiveSynced }, { signal })
+      const result = await exchangeRecords(stream, { held: held ?? heldObjects(), receive: receiveSynced }, { signal })
       counters.increment('sync.completed')
       log.debug({ peer, ...result }, 'synced records')
     } catch (error) {
@@ -334,6 +340,18 @@ export function createMembershipService(init: MembershipServiceInit, components:
       counters.increment('sync.failed')
       log.debug({ peer, err: error instanceof Error ? error.message : 'unknown' }, 'sync failed')
     }
+  }
+
+  /**
+   * Gossip reaches only peers whose subscriptions we already know, which a
+   * freshly connected node may not; a leave or an eviction must not be lost
+   * that way, so it also goes straight to every connected peer (which then
+   * gossips it on, like any object learned by sync).
+   */
+  const announce = async (bytes: Uint8Array, options: SignalOptions): Promise<number> => {
+    const recipients = await node.publish(bytes, options)
+    await Promise.all(node.connectedPeers().map((peer) => syncWith(peer, [bytes])))
+    return recipients
   }
 
   // ── Joiners ────────────────────────────────────────────────────────────────
@@ -473,7 +491,7 @@ export function createMembershipService(init: MembershipServiceInit, components:
       lastSeq = leave.seq
       phase = 'left'
       receive(leave.bytes, 'local')
-      const recipients = await node.publish(leave.bytes, options)
+      const recipients = await announce(leave.bytes, options)
       log.info({ recipients }, 'left the network')
     },
 
@@ -482,7 +500,7 @@ export function createMembershipService(init: MembershipServiceInit, components:
       const eviction = signEviction(identity, { networkId: network.id, evicted: nodeId, at: clock.now(), reason, admissions: [...admissions] })
       const outcome = receive(eviction.bytes, 'local')
       if (!outcome.accepted) throw new Error(`eviction refused by this node's store: ${outcome.reason} (${outcome.detail})`)
-      const recipients = await node.publish(eviction.bytes, options)
+      const recipients = await announce(eviction.bytes, options)
       log.info({ evicted: nodeId, recipients }, 'evicted a member')
     },
 

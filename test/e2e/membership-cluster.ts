@@ -40,7 +40,7 @@ export interface MemberOptions {
 /** Records and state logs go to the void unless MESHD_TEST_LOG=debug|info is set, then to stderr. */
 export function testLogger(): Logger {
   const level = process.env.MESHD_TEST_LOG
-  if (level === undefined) return createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, done) => done() }) })
+  if (level === undefined) return createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, done) => { done() } }) })
   return createLogger({ level, destination: process.stderr, pretty: false })
 }
 

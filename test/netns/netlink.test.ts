@@ -318,10 +318,10 @@ describe('netlink port in a namespace', () => {
     it('adds rules with protocol 73, as ip -j rule shows them', () => {
       ok(ns, { op: 'ruleAdd', rule: full })
       ok(ns, { op: 'ruleAdd', rule: v6 })
-      const rule = ns.ipJson<IpRule[]>('rule', 'show').find((r) => r.priority === 7300)
+      const rule = ns.ipJson<IpRule[]>('-N', 'rule', 'show').find((r) => r.priority === 7300)
       expect(rule).toMatchObject({ src: '10.0.0.0', srclen: 8, dst: '10.1.0.0', dstlen: 16, iif: 'md-a', oif: 'md-b', fwmark: '0x1', fwmask: '0xff', table: '7300', suppress_prefixlen: 0 })
       expect(MESHD_PROTO).toContain(rule?.protocol)
-      const rule6 = ns.ipJson<IpRule[]>('-6', 'rule', 'show').find((r) => r.priority === 7305)
+      const rule6 = ns.ipJson<IpRule[]>('-N', '-6', 'rule', 'show').find((r) => r.priority === 7305)
       expect(rule6).toMatchObject({ dst: 'fd00::', dstlen: 8, table: '7300' })
     })
 
