@@ -15,6 +15,7 @@ import {
   NODE_VERSION,
   ServeDriver,
   shellScript,
+  SPAWN_TIMEOUT_MS,
   type DriverResult,
   type Mesh,
 } from './support/kernel-mesh.js'
@@ -69,6 +70,11 @@ function median(values: number[]): number {
 
 const fmt = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms.toFixed(1))
 
+/** Progress on stderr, so a slow run shows where it is. */
+function progress(text: string): void {
+  process.stderr.write(`kernel-apply bench: ${text}\n`)
+}
+
 /** Checks, with ip -j and wg as the oracle, that the namespace holds the whole state. */
 function verify(ns: BenchNetns, m: Mesh): void {
   const n = m.peers.length
@@ -82,7 +88,7 @@ function verify(ns: BenchNetns, m: Mesh): void {
   expect(ns.ipJson<unknown[]>('-6', 'route', 'show', 'table', '7300').length).toBe(n)
   const rules = ns.ipJson<{ priority: number }[]>('rule', 'show').filter((r) => r.priority === 7300 || r.priority === 7305)
   expect(rules.length).toBe(n + 1)
-  const dump = spawnSync('ip', ['netns', 'exec', ns.name, 'wg', 'show', 'all', 'dump'], { encoding: 'utf8' }).stdout.trim().split('\n')
+  const dump = spawnSync('ip', ['netns', 'exec', ns.name, 'wg', 'show', 'all', 'dump'], { encoding: 'utf8', timeout: 30_000 }).stdout.trim().split('\n')
   // One line per interface and one per peer, each peer with both allowed-ips.
   expect(dump.length).toBe(2 * n)
   expect(dump.filter((line) => line.includes('0.0.0.0/0,::/0')).length).toBe(n)
@@ -92,9 +98,9 @@ function timedScript(ns: BenchNetns, script: string): number {
   const path = join(tmp, `${ns.name}.sh`)
   writeFileSync(path, script)
   const started = process.hrtime.bigint()
-  const result = spawnSync('ip', ['netns', 'exec', ns.name, 'sh', path], { encoding: 'utf8' })
+  const result = spawnSync('ip', ['netns', 'exec', ns.name, 'sh', path], { encoding: 'utf8', timeout: SPAWN_TIMEOUT_MS })
   const ms = Number(process.hrtime.bigint() - started) / 1e6
-  if (result.status !== 0) throw new Error(`baseline script exited ${result.status}: ${result.stderr.slice(-2000)}`)
+  if (result.status !== 0) throw new Error(`baseline script exited ${result.status} (${result.signal ?? 'no signal'}): ${result.stderr.slice(-2000)}`)
   return ms
 }
 
@@ -152,10 +158,12 @@ it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () =
         planned = result.planned
         reconciler.push(result.ms)
         reconcilerWall.push(wallMs)
+        progress(`rep ${rep}: reconciler apply ${fmt(result.ms)} ms (${fmt(wallMs)} ms wall)`)
         verify(ns, m)
         const down = driverApply(ns, {})
         expect(down.result.failures).toEqual([])
         teardown.push(down.result.ms)
+        progress(`rep ${rep}: reconciler apply(empty) ${fmt(down.result.ms)} ms`)
       } finally {
         await ns.destroy()
       }
@@ -166,6 +174,7 @@ it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () =
       const ns = namespace('mdb-c', m)
       try {
         commands.push(timedScript(ns, shellScript(m, keyFile(m)).script))
+        progress(`rep ${rep}: ip/wg commands ${fmt(commands.at(-1) ?? 0)} ms`)
         verify(ns, m)
       } finally {
         await ns.destroy()
@@ -180,6 +189,7 @@ it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () =
         const { script, batch: lines = '' } = shellScript(m, keyFile(m), batchPath)
         writeFileSync(batchPath, lines)
         batch.push(timedScript(ns, script))
+        progress(`rep ${rep}: ip -batch script ${fmt(batch.at(-1) ?? 0)} ms`)
         verify(ns, m)
       } finally {
         await ns.destroy()
@@ -265,7 +275,7 @@ it(`kernel incremental route change: warm reconciler (${PEERS} peers) vs one ip 
       const p = i % 2 === 0 ? p1 : p0
       return `s=$EPOCHREALTIME; ip route replace ${p0.overlay4}/32 via ${p.via4} dev ${p.link} onlink table 7300 proto 73; e=$EPOCHREALTIME; echo "$s $e"`
     })
-    const out = spawnSync('ip', ['netns', 'exec', ns.name, 'bash', '-c', commands.join('\n')], { encoding: 'utf8' })
+    const out = spawnSync('ip', ['netns', 'exec', ns.name, 'bash', '-c', commands.join('\n')], { encoding: 'utf8', timeout: 30_000 })
     if (out.status !== 0) throw new Error(`ip route replace exited ${out.status}: ${out.stderr}`)
     const baseline = out.stdout
       .trim()

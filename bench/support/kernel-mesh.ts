@@ -66,7 +66,10 @@ export function mesh(n: number, tag: string, role: string): Mesh {
     peers.push({
       link: `md-${tag}${role}${i.toString(36)}`,
       publicKey: keypair().publicKey,
-      listenPort: 40000 + i,
+      // Below the ephemeral range (32768–60999): the reconciler brings a wireguard-go link up before
+      // it sets the listen port, and the random port wireguard-go binds meanwhile can take another
+      // link's configured one (EADDRINUSE on wg set) — reported, kept out of the figures.
+      listenPort: 20000 + i,
       local: `169.254.${i + 1}.1`,
       remote: `169.254.${i + 1}.2`,
       via4: `169.254.${i + 1}.2`,
@@ -160,7 +163,7 @@ export function shellScript(m: Mesh, keyFile: string, batchFile?: string): { scr
   const batch: string[] = []
   m.peers.forEach((p, i) => {
     lines.push(`wireguard-go ${p.link} >/dev/null 2>&1`)
-    lines.push(`while [ ! -S ${UAPI_DIR}/${p.link}.sock ]; do sleep 0.01; done`)
+    lines.push(`n=0; while [ ! -S ${UAPI_DIR}/${p.link}.sock ]; do n=$((n + 1)); [ $n -lt 1000 ] || exit 1; sleep 0.01; done`)
     lines.push(`wg set ${p.link} private-key ${keyFile} listen-port ${p.listenPort} peer ${p.publicKey} allowed-ips 0.0.0.0/0,::/0 endpoint ${p.endpoint}`)
     for (const command of perLink[i] ?? []) {
       if (batchFile === undefined) lines.push(`ip ${command}`)
@@ -174,8 +177,11 @@ export function shellScript(m: Mesh, keyFile: string, batchFile?: string): { scr
 
 // ── Namespaces ───────────────────────────────────────────────────────────────
 
+/** Every blocking child gets a deadline: a hung spawnSync would also stop vitest's own test timeout. */
+export const SPAWN_TIMEOUT_MS = 300_000
+
 function run(cmd: string, args: readonly string[]): string {
-  const result = spawnSync(cmd, args, { encoding: 'utf8' })
+  const result = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 })
   if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${result.status}: ${result.stderr.trim()}`)
   return result.stdout
 }
@@ -197,7 +203,7 @@ export class BenchNetns {
   }
 
   pids(): number[] {
-    const result = spawnSync('ip', ['netns', 'pids', this.name], { encoding: 'utf8' })
+    const result = spawnSync('ip', ['netns', 'pids', this.name], { encoding: 'utf8', timeout: 30_000 })
     return result.status === 0 ? result.stdout.split('\n').filter(Boolean).map(Number) : []
   }
 
@@ -222,7 +228,7 @@ export class BenchNetns {
       }
       for (let waited = 0; waited < 5000 && this.pids().length > 0; waited += 50) await delay(50)
     }
-    spawnSync('ip', ['netns', 'del', this.name], { stdio: 'ignore' })
+    spawnSync('ip', ['netns', 'del', this.name], { stdio: 'ignore', timeout: 30_000 })
     for (const link of this.links) rmSync(`${UAPI_DIR}/${link}.sock`, { force: true })
     live.delete(this)
   }
@@ -237,7 +243,7 @@ export function leftovers(namespaces: string[], links: string[]): { namespaces: 
   const existing = new Set(run('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]))
   const wanted = new Set(links)
   const processes: number[] = []
-  const pgrep = spawnSync('pgrep', ['-a', 'wireguard-go'], { encoding: 'utf8' })
+  const pgrep = spawnSync('pgrep', ['-a', 'wireguard-go'], { encoding: 'utf8', timeout: 30_000 })
   for (const line of pgrep.stdout.split('\n').filter(Boolean)) {
     const [pid = '', ...args] = line.split(' ')
     if (args.some((a) => wanted.has(a))) processes.push(Number(pid))
@@ -277,10 +283,11 @@ export function driverApply(ns: BenchNetns, desired: unknown, env: Record<string
     encoding: 'utf8',
     env: { ...process.env, ...env },
     maxBuffer: 64 * 1024 * 1024,
+    timeout: SPAWN_TIMEOUT_MS,
   })
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6
   const line = child.stdout.trim().split('\n').at(-1) ?? ''
-  if (!line.startsWith('{')) throw new Error(`driver printed nothing (exit ${child.status}): ${child.stderr.slice(-2000)}`)
+  if (!line.startsWith('{')) throw new Error(`driver printed nothing (exit ${child.status}, ${child.signal ?? 'no signal'}): ${child.stderr.slice(-2000)}`)
   return { result: JSON.parse(line) as DriverResult, wallMs, stderr: child.stderr }
 }
 

@@ -147,6 +147,8 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
   const topic = recordsTopic(network.id)
   const handlers = new Map<string, ProtocolHandler>()
   const topologies: { protocol: string; listener: (nodeId: NodeId) => void }[] = []
+  /** Topologies already given to libp2p (it keeps them across stop/start; handlers are re-registered with force). */
+  const registeredTopologies = new Set<{ protocol: string; listener: (nodeId: NodeId) => void }>()
   const traffic = { sentBytes: 0, receivedBytes: 0 }
   let validator: GossipValidator | undefined
   let libp2p: Libp2p<Services> | undefined
@@ -249,7 +251,11 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     })
     await node.start()
     for (const [protocol, handler] of handlers) await registerHandler(node, protocol, handler)
-    for (const { protocol, listener } of topologies) await registerTopology(node, protocol, listener)
+    for (const topology of topologies) {
+      if (registeredTopologies.has(topology)) continue
+      registeredTopologies.add(topology)
+      await registerTopology(node, topology.protocol, topology.listener)
+    }
     pubsub.subscribe(topic)
     started = true
     log.info({ nodeId: identity.nodeId, addresses: node.getMultiaddrs().map(String) }, 'membership node started')
@@ -347,8 +353,10 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     },
 
     onPeerConnected(protocol, listener) {
-      topologies.push({ protocol, listener })
+      const topology = { protocol, listener }
+      topologies.push(topology)
       if (started && libp2p !== undefined) {
+        registeredTopologies.add(topology)
         registerTopology(libp2p, protocol, listener).catch((error: unknown) => {
           log.warn({ protocol, err: errorText(error) }, 'could not register topology')
         })

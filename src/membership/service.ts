@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events'
 import type { Logger } from '../logging/logger.js'
 import { allocateOverlayIpv4, overlayIpv6, type OverlayClaim } from './allocation.js'
+import { SIGNATURE_BYTES } from './codec.js'
 import { Counters } from './counters.js'
 import { NotStartedError } from './errors.js'
 import { gatherEndpoints, tcpPortOfMultiaddrs, type ListInterfaceAddresses } from './endpoints.js'
@@ -124,6 +125,13 @@ export interface MembershipService {
 
 const MAX_OBSERVED_ADDRESSES = 8
 
+const ALREADY_HELD: Outcome = { accepted: false, reason: 'replayed', detail: 'already held' }
+
+/** An Ed25519 signature identifies its signed object (body and signer) for all practical purposes. */
+function signatureKey(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + bytes.length - SIGNATURE_BYTES, SIGNATURE_BYTES).toString('base64')
+}
+
 /** Verdict for gossipsub: forward what we accepted, drop quietly what an honest peer could relay, penalise garbage. */
 const REJECTION_VERDICT: Record<RejectReason, GossipVerdict> = {
   malformed: 'reject',
@@ -165,13 +173,34 @@ export function createMembershipService(init: MembershipServiceInit, components:
     }
   }
 
+  /**
+   * Signatures of the objects held now. Sync re-sends everything a peer
+   * holds, and verifying a record with its admission chain costs several
+   * Ed25519 verifications; an object we hold byte for byte needs none.
+   */
+  let heldIndex: { for: RecordStoreState; signatures: Set<string> } | undefined
+  const isHeld = (bytes: Uint8Array): boolean => {
+    if (heldIndex?.for !== state) {
+      const signatures = new Set<string>()
+      for (const record of state.peers.values()) signatures.add(signatureKey(record.bytes))
+      for (const eviction of state.evictionLog.values()) signatures.add(signatureKey(eviction.bytes))
+      for (const leave of leaves.values()) signatures.add(signatureKey(leave))
+      heldIndex = { for: state, signatures }
+    }
+    return heldIndex.signatures.has(signatureKey(bytes))
+  }
+
   /** The one place where state changes: judge, count, log, emit. */
   const receive = (bytes: Uint8Array, source: RecordSource): Outcome => {
+    if (source === 'sync' && bytes.length > SIGNATURE_BYTES && isHeld(bytes)) {
+      counters.increment('sync.already-held')
+      return ALREADY_HELD
+    }
     const before = state
     const step = acceptRecord(state, bytes, clock.now())
     const outcome = step.outcome
     if (!outcome.accepted) {
-      // Sync re-sends everything a peer holds; what we already hold is not a rejection worth counting.
+      // Sync re-sends everything a peer holds; an older copy of what we hold is not a rejection worth counting.
       if (source === 'sync' && outcome.reason === 'replayed') {
         counters.increment('sync.already-held')
         return outcome
