@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { afterAll, expect, it } from 'vitest'
@@ -18,6 +18,7 @@ import {
   SPAWN_TIMEOUT_MS,
   type DriverResult,
   type Mesh,
+  UAPI_DIR,
 } from './support/kernel-mesh.js'
 
 // The kernel layer (issue 3, item 9): a node with N peers applied from
@@ -75,12 +76,26 @@ function progress(text: string): void {
   process.stderr.write(`kernel-apply bench: ${text}\n`)
 }
 
+/** The mesh links missing from the namespace, each with what its wireguard-go left behind (a link goes away only with its process). */
+function vanished(ns: BenchNetns, m: Mesh): string[] {
+  const present = new Set(ns.ipJson<{ ifname: string }[]>('link', 'show').map((l) => l.ifname))
+  return m.peers
+    .filter((p) => !present.has(p.link))
+    .map((p) => {
+      const socket = existsSync(`${UAPI_DIR}/${p.link}.sock`) ? 'socket left behind' : 'no socket'
+      const path = join(tmp, `${p.link}.log`)
+      const log = existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter((l) => l !== '' && !/^[│┌└]/.test(l)).slice(-5).join(' | ') : 'no log'
+      return `${p.link} (${socket}; log: ${log || 'empty'})`
+    })
+}
+
 /** Checks, with ip -j and wg as the oracle, that the namespace holds the whole state. */
 function verify(ns: BenchNetns, m: Mesh): void {
   const n = m.peers.length
   const names = new Set(m.peers.map((p) => p.link))
+  const missing = vanished(ns, m)
+  if (missing.length > 0) throw new Error(`${ns.name}: ${missing.length} of ${n} links vanished: ${missing.join('; ')}`)
   const links = ns.ipJson<{ ifname: string; mtu: number; flags: string[] }[]>('link', 'show').filter((l) => names.has(l.ifname))
-  expect(links.length).toBe(n)
   expect(links.every((l) => l.mtu === 1420 && l.flags.includes('UP'))).toBe(true)
   const p2p = ns.ipJson<{ ifname: string; addr_info: { family: string; address?: string }[] }[]>('addr', 'show')
   expect(p2p.filter((l) => names.has(l.ifname) && l.addr_info.some((a) => a.family === 'inet' && a.address !== undefined)).length).toBe(n)
@@ -94,13 +109,16 @@ function verify(ns: BenchNetns, m: Mesh): void {
   expect(dump.filter((line) => line.includes('0.0.0.0/0,::/0')).length).toBe(n)
 }
 
-function timedScript(ns: BenchNetns, script: string): number {
+function timedScript(ns: BenchNetns, m: Mesh, script: string): number {
   const path = join(tmp, `${ns.name}.sh`)
   writeFileSync(path, script)
   const started = process.hrtime.bigint()
   const result = spawnSync('ip', ['netns', 'exec', ns.name, 'sh', path], { encoding: 'utf8', timeout: SPAWN_TIMEOUT_MS })
   const ms = Number(process.hrtime.bigint() - started) / 1e6
-  if (result.status !== 0) throw new Error(`baseline script exited ${result.status} (${result.signal ?? 'no signal'}): ${result.stderr.slice(-2000)}`)
+  if (result.status !== 0) {
+    const missing = vanished(ns, m)
+    throw new Error(`baseline script exited ${result.status} (${result.signal ?? 'no signal'}): ${result.stderr.slice(-2000)}${missing.length > 0 ? `; links vanished: ${missing.join('; ')}` : ''}`)
+  }
   return ms
 }
 
@@ -173,7 +191,7 @@ it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () =
       const m = mesh(PEERS, TAG, `c${rep}`)
       const ns = namespace('mdb-c', m)
       try {
-        commands.push(timedScript(ns, shellScript(m, keyFile(m)).script))
+        commands.push(timedScript(ns, m, shellScript(m, keyFile(m), tmp).script))
         progress(`rep ${rep}: ip/wg commands ${fmt(commands.at(-1) ?? 0)} ms`)
         verify(ns, m)
       } finally {
@@ -186,9 +204,9 @@ it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () =
       const ns = namespace('mdb-b', m)
       try {
         const batchPath = join(tmp, `${ns.name}.batch`)
-        const { script, batch: lines = '' } = shellScript(m, keyFile(m), batchPath)
+        const { script, batch: lines = '' } = shellScript(m, keyFile(m), tmp, batchPath)
         writeFileSync(batchPath, lines)
-        batch.push(timedScript(ns, script))
+        batch.push(timedScript(ns, m, script))
         progress(`rep ${rep}: ip -batch script ${fmt(batch.at(-1) ?? 0)} ms`)
         verify(ns, m)
       } finally {

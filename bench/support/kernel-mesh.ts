@@ -155,14 +155,16 @@ export function ipCommands(m: Mesh): { perLink: string[][]; rest: string[] } {
  * The state as a /bin/sh script, the way wg-quick would build it: per link
  * `wireguard-go NAME` (which daemonises once its socket listens), a wait for
  * the socket, `wg set`, then ip commands — one process each, or with `batchFile`
- * all ip commands in one `ip -batch` process at the end.
+ * all ip commands in one `ip -batch` process at the end. wireguard-go's own
+ * output goes to `<logDir>/<link>.log`.
  */
-export function shellScript(m: Mesh, keyFile: string, batchFile?: string): { script: string; batch?: string } {
+export function shellScript(m: Mesh, keyFile: string, logDir: string, batchFile?: string): { script: string; batch?: string } {
   const { perLink, rest } = ipCommands(m)
   const lines = ['set -e']
   const batch: string[] = []
   m.peers.forEach((p, i) => {
-    lines.push(`wireguard-go ${p.link} >/dev/null 2>&1`)
+    // Its errors go to a file, for the diagnosis if one dies (the daemon keeps stdout/stderr only with LOG_LEVEL set).
+    lines.push(`LOG_LEVEL=error wireguard-go ${p.link} >>${logDir}/${p.link}.log 2>&1`)
     lines.push(`n=0; while [ ! -S ${UAPI_DIR}/${p.link}.sock ]; do n=$((n + 1)); [ $n -lt 1000 ] || exit 1; sleep 0.01; done`)
     lines.push(`wg set ${p.link} private-key ${keyFile} listen-port ${p.listenPort} peer ${p.publicKey} allowed-ips 0.0.0.0/0,::/0 endpoint ${p.endpoint}`)
     for (const command of perLink[i] ?? []) {

@@ -271,3 +271,39 @@ describe('partition and heal', () => {
     await converge([founder, a, b, d], [founder, a, b, d], 'both halves agree after the heal')
   })
 })
+
+describe('lifecycle and relay', () => {
+  it('start and stop are safe to call twice, and a stopped node starts again', async () => {
+    const founder = await startFounder('twice', { links: false })
+    const signal = AbortSignal.timeout(10_000)
+    await Promise.all([founder.node.start({ signal }), founder.node.start({ signal })])
+    await founder.service.start({ signal })
+    await founder.service.stop({ signal })
+    await founder.service.stop({ signal })
+    await founder.node.stop({ signal })
+    await founder.node.stop({ signal })
+    expect(founder.node.isStarted).toBe(false)
+    await founder.node.start({ signal })
+    await founder.service.start({ signal })
+    expect(founder.node.listenAddresses()).not.toEqual([])
+    expect(view(founder)).toEqual([founder.identity.nodeId])
+    await stopMember(founder)
+  })
+
+  it('reaches a member through a relaying member (circuit relay v2)', async () => {
+    const relay = await startFounder('relay', { links: false, node: { relay: { server: true } } })
+    const hidden = await joinWithToken('hidden', tokenFrom(relay), { links: false, node: { relay: { reserve: true } } })
+    const caller = await joinWithToken('caller', tokenFrom(relay), { links: false })
+    try {
+      const circuit = await pollUntil(() => hidden.node.listenAddresses().find((address) => address.includes('/p2p-circuit')), {
+        ...DEADLINE,
+        what: 'a relay reservation for the hidden member',
+      })
+      await caller.node.hangUp(hidden.identity.nodeId, { signal: AbortSignal.timeout(5_000) })
+      expect(await caller.node.dial(circuit, { signal: AbortSignal.timeout(10_000) })).toBe(hidden.identity.nodeId)
+      await converge([relay, hidden, caller], [relay, hidden, caller], 'all three members seen')
+    } finally {
+      for (const member of [caller, hidden, relay]) await stopMember(member).catch(() => undefined)
+    }
+  })
+})
