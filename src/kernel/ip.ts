@@ -2,6 +2,7 @@
 // compare what it wants with what the kernel reports ("fd00:0::1" == "fd00::1").
 
 import { isIPv4, isIPv6 } from 'node:net'
+import { formatIpv6, parseIpv6 } from '../net/ip.js'
 import type { Family } from './types.js'
 
 export interface ParsedCidr {
@@ -37,7 +38,7 @@ export function ipFamily(address: string): Family | undefined {
 /** "fd00:0:0::01" → "fd00::1"; IPv4 unchanged. Assumes a valid address. */
 export function canonicalIp(address: string): string {
   if (isIPv4(address)) return address
-  return formatIpv6(ipv6ToBytes(address))
+  return formatIpv6(ipToBytes(address))
 }
 
 /** Canonical "address/prefix". Assumes a valid CIDR (validate first). */
@@ -62,53 +63,7 @@ export function networkOf(text: string): string {
 
 export function ipToBytes(address: string): Uint8Array {
   if (isIPv4(address)) return Uint8Array.from(address.split('.').map(Number))
-  return ipv6ToBytes(address)
-}
-
-function ipv6ToBytes(address: string): Uint8Array {
-  let text = address
-  // An embedded IPv4 tail ("::ffff:1.2.3.4") becomes two hex groups.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
-  if (v4?.[1]) {
-    const [a = 0, b = 0, c = 0, d = 0] = v4[1].split('.').map(Number)
-    text = text.slice(0, -v4[1].length) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
-  }
-  const [head = '', tail] = text.split('::')
-  const headGroups = head === '' ? [] : head.split(':')
-  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':')
-  const zeros = tail === undefined ? 0 : 8 - headGroups.length - tailGroups.length
-  const groups = [...headGroups, ...Array<string>(zeros).fill('0'), ...tailGroups]
-  const bytes = new Uint8Array(16)
-  groups.forEach((group, i) => {
-    const value = parseInt(group, 16)
-    bytes[i * 2] = value >> 8
-    bytes[i * 2 + 1] = value & 0xff
-  })
+  const bytes = parseIpv6(address)
+  if (!bytes) throw new Error(`not an IP address: ${address}`)
   return bytes
-}
-
-/** RFC 5952 text: lowercase, longest run (≥ 2) of zero groups compressed. */
-export function formatIpv6(bytes: Uint8Array): string {
-  const groups: number[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0))
-  let bestStart = -1
-  let bestLength = 0
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++
-      continue
-    }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLength) {
-      bestStart = i
-      bestLength = j - i
-    }
-    i = j
-  }
-  const hex = groups.map((g) => g.toString(16))
-  if (bestLength < 2) return hex.join(':')
-  const head = hex.slice(0, bestStart).join(':')
-  const tail = hex.slice(bestStart + bestLength).join(':')
-  return `${head}::${tail}`
 }

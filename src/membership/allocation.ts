@@ -6,7 +6,7 @@
 
 import { LINK_PREFIX, MAX_IFNAME_BYTES } from '../kernel/types.js'
 import { domainHash, hashToInteger, toBase32 } from './codec.js'
-import { formatIpv4, formatIpv6, ipv4CidrContains, ipv4CidrSize, parseIpv4, parseIpv4Cidr, parseIpv6Cidr } from './ip.js'
+import { formatIpv4, formatIpv6, ipv4CidrContains, ipv4CidrSize, parseIpv4, parseIpv4Cidr, parseIpv6Cidr } from '../net/ip.js'
 import type { NodeId } from './keys.js'
 
 /** Hashed candidates tried before falling back to a linear scan (which always terminates). */

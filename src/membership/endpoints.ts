@@ -8,7 +8,7 @@
 
 import { networkInterfaces } from 'systeminformation'
 import { LINK_PREFIX } from '../kernel/types.js'
-import { ipv4CidrContains, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr, formatIpv6 } from './ip.js'
+import { ipv4CidrContains, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr, formatIpv6 } from '../net/ip.js'
 import type { NetworkAnchor } from './network.js'
 import { MAX_ENDPOINTS, type EndpointCandidate } from './records.js'
 

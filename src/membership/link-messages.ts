@@ -24,7 +24,7 @@
 
 import { Secret } from '../logging/secret.js'
 import { ByteReader, ByteWriter, DecodeError, type StringField } from './codec.js'
-import { formatIpv4, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4, parseIpv6 } from './ip.js'
+import { formatIpv4, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4, parseIpv6 } from '../net/ip.js'
 import { ENDPOINT_SOURCES, MAX_ENDPOINTS, type EndpointCandidate } from './records.js'
 
 export const LINK_PROTOCOL = '/meshd/link/1.0.0'

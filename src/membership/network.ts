@@ -18,7 +18,7 @@ import {
   parseIpv4Route,
   parseIpv6,
   type Ipv4Cidr,
-} from './ip.js'
+} from '../net/ip.js'
 import { publicKeyOfNodeId, type NodeId } from './keys.js'
 
 declare const networkIdBrand: unique symbol

@@ -8,7 +8,7 @@
 // not expired, and its sequence number is newer than what is held. Every
 // rejection has a reason code for counters and a detail for debug logs.
 
-import { ipv4CidrContains, ipv4CidrSize, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from './ip.js'
+import { ipv4CidrContains, ipv4CidrSize, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from '../net/ip.js'
 import type { NodeId, Signer } from './keys.js'
 import type { NetworkAnchor } from './network.js'
 import {

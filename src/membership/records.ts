@@ -26,7 +26,7 @@ import {
   toHex,
   type StringField,
 } from './codec.js'
-import { formatIpv4, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from './ip.js'
+import { formatIpv4, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from '../net/ip.js'
 import { nodeIdFromPublicKey, publicKeyOfNodeId, verifyBody, type NodeId, type Signer } from './keys.js'
 import { NETWORK_ID_BYTES, type NetworkId } from './network.js'
 import { INVITE_ID_BYTES, type InviteId } from './token.js'

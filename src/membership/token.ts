@@ -30,7 +30,7 @@ import {
   toHex,
   type StringField,
 } from './codec.js'
-import { formatIpv4Cidr, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4Cidr, parseIpv6Cidr } from './ip.js'
+import { formatIpv4Cidr, formatIpv6, ipv4FromBytes, ipv4ToBytes, parseIpv4Cidr, parseIpv6Cidr } from '../net/ip.js'
 import { nodeIdFromPublicKey, publicKeyOfNodeId, verifyBody, type NodeId, type Signer } from './keys.js'
 import {
   NETWORK_ID_BYTES,

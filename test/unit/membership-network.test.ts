@@ -1,7 +1,7 @@
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { toHex } from '../../src/membership/codec.js'
-import { formatIpv6, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from '../../src/membership/ip.js'
+import { formatIpv6, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from '../../src/net/ip.js'
 import { Secret } from '../../src/logging/secret.js'
 import {
   DEFAULT_OVERLAY_CIDR,
