@@ -103,7 +103,12 @@ function verify(ns: BenchNetns, m: Mesh): void {
   expect(ns.ipJson<unknown[]>('-6', 'route', 'show', 'table', '7300').length).toBe(n)
   const rules = ns.ipJson<{ priority: number }[]>('rule', 'show').filter((r) => r.priority === 7300 || r.priority === 7305)
   expect(rules.length).toBe(n + 1)
-  const dump = spawnSync('ip', ['netns', 'exec', ns.name, 'wg', 'show', 'all', 'dump'], { encoding: 'utf8', timeout: 30_000 }).stdout.trim().split('\n')
+  // `wg show all` lists every socket in the shared directory (other namespaces' too): keep our links' lines.
+  const wg = spawnSync('ip', ['netns', 'exec', ns.name, 'wg', 'show', 'all', 'dump'], { encoding: 'utf8', timeout: 30_000 })
+  const dump = wg.stdout.split('\n').filter((line) => names.has(line.split('\t')[0] ?? ''))
+  const shown = new Set(dump.map((line) => line.split('\t')[0]))
+  const unshown = m.peers.filter((p) => !shown.has(p.link)).map((p) => p.link)
+  if (unshown.length > 0) throw new Error(`${ns.name}: wg show all lacks ${unshown.join(', ')}: ${wg.stderr.trim().slice(-1000)}; links now missing: ${vanished(ns, m).join('; ') || 'none'}`)
   // One line per interface and one per peer, each peer with both allowed-ips.
   expect(dump.length).toBe(2 * n)
   expect(dump.filter((line) => line.includes('0.0.0.0/0,::/0')).length).toBe(n)

@@ -5,7 +5,7 @@
 // client for `reconcile-driver serve`.
 
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
 import { existsSync, rmSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -24,13 +24,23 @@ export interface Keypair {
   publicKey: string
 }
 
-/** An X25519 key pair as WireGuard writes keys: base64 of the raw 32 bytes. */
+/** PKCS#8 DER framing of a raw X25519 private key (RFC 8410). */
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex')
+
+/**
+ * An X25519 key pair as WireGuard writes keys: base64 of the raw 32 bytes.
+ * Built from random bytes rather than generateKeyPairSync, whose key-generation
+ * jobs can deadlock Node 20 when the GC frees them during a key export (seen here:
+ * the vitest worker hung in ~KeyGenJob under ExportJWK when vitest ran on the host's Node 20).
+ */
 export function keypair(): Keypair {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519')
-  const d = privateKey.export({ format: 'jwk' }).d
-  const x = publicKey.export({ format: 'jwk' }).x
-  if (d === undefined || x === undefined) throw new Error('x25519 key export gave no key bytes')
-  return { privateKey: Buffer.from(d, 'base64url').toString('base64'), publicKey: Buffer.from(x, 'base64url').toString('base64') }
+  const raw = randomBytes(32)
+  // Clamped as `wg genkey` does.
+  raw[0] = (raw[0] ?? 0) & 248
+  raw[31] = ((raw[31] ?? 0) & 127) | 64
+  const privateKey = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' })
+  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' })
+  return { privateKey: raw.toString('base64'), publicKey: spki.subarray(spki.length - 32).toString('base64') }
 }
 
 export interface MeshPeer {

@@ -7,7 +7,7 @@
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
-import { chmod, lstat, mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises'
+import { chmod, lstat, mkdir, open, readFile, rename, rm, rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Secret } from '../logging/secret.js'
 import { publicKeyFromPrivate } from '../kernel/wireguard/uapi.js'
@@ -205,7 +205,7 @@ export async function wipeState(stateDir: string): Promise<void> {
   for (const name of [PENDING_TOKEN_FILE, ADMISSIONS_FILE, NETWORK_FILE, WIREGUARD_KEY_FILE, IDENTITY_FILE_NAME]) {
     await rm(join(stateDir, name), { force: true })
   }
-  await rm(stateDir, { recursive: false, force: true }).catch(() => undefined)
+  await rmdir(stateDir).catch(() => undefined)
 }
 
 // ── Files ────────────────────────────────────────────────────────────────────

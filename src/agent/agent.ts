@@ -1,0 +1,468 @@
+// The agent: owns the loop membership → planner → kernel (design §2).
+//
+// start() loads the state directory, opens the kernel layer, starts the
+// libp2p node (asking for admission first when a join is pending), the
+// membership service and the link negotiator, then the control socket. Every
+// membership or link change, a periodic resync and kernel drift schedule one
+// pass: planMesh over the current members and negotiated links, then
+// reconciler.apply. Passes never overlap; changes during a pass coalesce into
+// one more pass.
+//
+// stop() (SIGTERM) leaves the kernel as it is, so traffic keeps flowing while
+// the agent restarts; `down` applies the empty state; `leave` publishes a
+// signed leave, downs and wipes the state directory.
+
+import { randomBytes } from 'node:crypto'
+import { hostname as osHostname } from 'node:os'
+import type { Logger } from '../logging/logger.js'
+import { Secret } from '../logging/secret.js'
+import type { PeerState, PeerStatus, StatusReport } from '../cli/status-format.js'
+import { ControlRefusal, createControlServer, type ControlServer } from '../control/server.js'
+import type { WireguardPreference } from '../kernel/capabilities.js'
+import { startDriftRepair, type DriftRepair } from '../kernel/drift.js'
+import { openKernelLayer, type KernelLayer } from '../kernel/open.js'
+import { EMPTY_STATE, type DesiredState } from '../kernel/types.js'
+import { allocateInterfaceNames } from '../membership/allocation.js'
+import { systemInterfaceAddresses, type ListInterfaceAddresses } from '../membership/endpoints.js'
+import type { Identity } from '../membership/identity.js'
+import { requestAdmission } from '../membership/join-protocol.js'
+import { parseNodeId, type NodeId } from '../membership/keys.js'
+import { createLinkNegotiator, type LinkNegotiator, type LinkParams } from '../membership/link-negotiation.js'
+import type { Network } from '../membership/network.js'
+import { createMembershipNode, type MembershipNode } from '../membership/node.js'
+import { HOSTNAME_FIELD, type Admission } from '../membership/records.js'
+import { createMembershipService, type MembershipService } from '../membership/service.js'
+import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
+import { planMesh, type PeerLink } from '../planner/mesh.js'
+import {
+  loadAdmissions,
+  loadIdentity,
+  loadNetwork,
+  loadOrCreateWireguardKey,
+  loadPendingToken,
+  removePendingToken,
+  saveAdmissions,
+  StateError,
+  wipeState,
+  type WireguardKeys,
+} from './state.js'
+
+export const DEFAULT_RESYNC_INTERVAL_MS = 30_000
+/** A peer whose last handshake is older than this is no longer "up" (WireGuard rekeys every 2 min). */
+export const HANDSHAKE_FRESH_MS = 3 * 60 * 1000
+/** After a restart, links the kernel already has are not removed for this long while negotiation catches up. */
+export const ADOPTION_GRACE_MS = 15_000
+const UNDERLAY_MTU = 1500
+
+export interface AgentInit {
+  stateDir: string
+  socketPath: string
+  /** libp2p listen multiaddrs; empty: the node's default. */
+  listen: readonly string[]
+  hostname?: string
+  wireguard?: WireguardPreference
+  resyncIntervalMs?: number
+}
+
+export interface AgentComponents {
+  logger: Logger
+  interfaceAddresses?: ListInterfaceAddresses
+  now?: () => number
+}
+
+export interface Agent {
+  start(options: { signal: AbortSignal }): Promise<void>
+  /** Stops everything the agent runs; kernel objects stay (safe twice). */
+  stop(): Promise<void>
+  /** Resolves when the agent has stopped, whether by stop(), leave or eviction. */
+  readonly stopped: Promise<void>
+  /** This host's overlay addresses once its record is published. */
+  overlay(): { ipv4: string; ipv6: string } | undefined
+  nodeId(): NodeId | undefined
+}
+
+/** One peer's state from its WireGuard handshake: up when recent, connecting when a link exists, down otherwise. */
+export function peerState(hasLink: boolean, lastHandshakeMs: number | undefined, now: number): PeerState {
+  if (!hasLink) return 'down'
+  if (lastHandshakeMs !== undefined && now - lastHandshakeMs < HANDSHAKE_FRESH_MS) return 'up'
+  return 'connecting'
+}
+
+/** The PeerLinks the planner needs, from negotiated link parameters and the members' records. */
+export function peerLinksFrom(self: NodeId, links: ReadonlyMap<NodeId, LinkParams>, publicKeyOf: (peer: NodeId) => string | undefined): PeerLink[] {
+  const peers = [...links.keys()].filter((peer) => publicKeyOf(peer) !== undefined)
+  const names = allocateInterfaceNames(self, peers)
+  const result: PeerLink[] = []
+  for (const peer of peers) {
+    const params = links.get(peer)
+    const ifname = names.get(peer)
+    const peerPublicKey = publicKeyOf(peer)
+    if (params === undefined || ifname === undefined || peerPublicKey === undefined) continue
+    const candidate = params.peerEndpoints[0]
+    const family = candidate?.address.includes(':') === true ? 6 : 4
+    result.push({
+      peerId: peer,
+      ifname,
+      listenPort: params.localListenPort,
+      peerPublicKey,
+      presharedKey: new Secret(Buffer.from(params.presharedKey.reveal()).toString('base64')),
+      ...(candidate === undefined ? {} : { endpoint: { address: candidate.address, port: params.peerListenPort } }),
+      // Negotiation gives "address/prefix"; the planner adds the host prefix itself.
+      local4: hostPart(params.addresses.local4),
+      peer4: hostPart(params.addresses.peer4),
+      local6: hostPart(params.addresses.local6),
+      peer6: hostPart(params.addresses.peer6),
+      underlayMtu: UNDERLAY_MTU,
+      underlayFamily: family,
+    })
+  }
+  return result
+}
+
+function hostPart(address: string): string {
+  const slash = address.indexOf('/')
+  return slash < 0 ? address : address.slice(0, slash)
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+export function createAgent(init: AgentInit, components: AgentComponents): Agent {
+  const log = components.logger.child({ component: 'agent' })
+  const now = components.now ?? Date.now
+  const clock = { now }
+  const random = (size: number): Uint8Array => new Uint8Array(randomBytes(size))
+  const name = sanitizeHostname(init.hostname ?? osHostname())
+
+  let lifecycle: AbortController | undefined
+  let phase: 'idle' | 'starting' | 'running' | 'stopping' = 'idle'
+  let stopping: Promise<void> | undefined
+  let markStopped = (): void => undefined
+  const stopped = new Promise<void>((resolve) => (markStopped = resolve))
+
+  let identity: Identity | undefined
+  let wgKeys: WireguardKeys | undefined
+  let network: Network | undefined
+  let kernel: KernelLayer | undefined
+  let node: MembershipNode | undefined
+  let service: MembershipService | undefined
+  let negotiator: LinkNegotiator | undefined
+  let control: ControlServer | undefined
+  let drift: DriftRepair | undefined
+  let resyncTimer: NodeJS.Timeout | undefined
+  let graceTimer: NodeJS.Timeout | undefined
+  /** `meshd down`: the kernel holds nothing of meshd until `meshd up`. */
+  let idle = false
+  let lastDesired: DesiredState | undefined
+  let adoptUntil = 0
+  let adopted = new Set<string>()
+
+  // ── The loop ───────────────────────────────────────────────────────────────
+
+  let running: Promise<void> | undefined
+  let again = false
+
+  const desiredState = (): DesiredState | undefined => {
+    if (idle) return EMPTY_STATE
+    if (!service || !negotiator || !kernel || !identity || !wgKeys || !network) return undefined
+    const own = service.ownRecord()
+    if (own === undefined) return undefined
+    const self = identity.nodeId
+    const links = peerLinksFrom(self, negotiator.links(), (peer) => service?.member(peer)?.wireguardPublicKey)
+    return planMesh({
+      self: { nodeId: self, overlay4: own.overlayIpv4, overlay6: own.overlayIpv6, overlayDevice: kernel.capabilities.overlayDevice },
+      privateKey: wgKeys.privateKey,
+      networkCidr4: network.ipv4Cidr,
+      networkCidr6: network.ipv6Ula,
+      members: service.members().map((record) => ({ nodeId: record.nodeId, overlay4: record.overlayIpv4, overlay6: record.overlayIpv6 })),
+      links,
+      paths: new Map(),
+    })
+  }
+
+  const applyDesired = async (desired: DesiredState, signal: AbortSignal): Promise<void> => {
+    if (!kernel) return
+    const result = await kernel.reconciler.apply(desired, { signal })
+    for (const failure of result.failures) log.warn({ op: failure.description, err: failure.error.message }, 'kernel change failed')
+    if (result.applied.length > 0) log.info({ changes: result.applied.length, failures: result.failures.length }, 'mesh applied')
+  }
+
+  const pass = async (): Promise<void> => {
+    const signal = lifecycle?.signal
+    if (!signal || signal.aborted) return
+    const desired = desiredState()
+    if (desired === undefined) return
+    // After a restart, keep the links the kernel already has until negotiation has caught up with them.
+    if (!idle && now() < adoptUntil) {
+      const wanted = new Set(desired.links.map((l) => l.name))
+      if ([...adopted].some((ifname) => !wanted.has(ifname))) {
+        log.debug({ kept: adopted.size }, 'waiting for links to be renegotiated before applying')
+        return
+      }
+      adoptUntil = 0
+    }
+    lastDesired = desired
+    await applyDesired(desired, signal)
+  }
+
+  /** Runs a pass now, or once more after the current one; resolves when the state as of this call is applied. */
+  const schedule = (): Promise<void> => {
+    if (phase !== 'running') return Promise.resolve()
+    if (running) {
+      again = true
+      return running
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false
+          await pass().catch((error: unknown) => {
+            log.warn({ err: errorText(error) }, 'applying the mesh failed')
+          })
+        } while (again && phase === 'running')
+      } finally {
+        running = undefined
+      }
+    })()
+    return running
+  }
+  const trigger = (): void => {
+    void schedule()
+  }
+
+  // ── Control handlers ───────────────────────────────────────────────────────
+
+  const status = async (signal: AbortSignal): Promise<StatusReport> => {
+    if (!service || !identity || !network || !kernel || !negotiator) throw new ControlRefusal('the agent is still starting', 'starting')
+    const own = service.ownRecord()
+    const links = negotiator.links()
+    const names = allocateInterfaceNames(identity.nodeId, [...links.keys()].filter((peer) => service?.member(peer) !== undefined))
+    const current = now()
+    const peers: PeerStatus[] = []
+    for (const record of service.peers()) {
+      const ifname = names.get(record.nodeId)
+      const params = links.get(record.nodeId)
+      let device
+      if (ifname !== undefined && !idle) device = await kernel.wireguard.get(ifname, { signal }).catch(() => undefined)
+      const wgPeer = device?.peers.find((p) => p.publicKey === record.wireguardPublicKey)
+      const endpoint = wgPeer?.endpoint ?? (params?.peerEndpoints[0] ? { address: params.peerEndpoints[0].address, port: params.peerListenPort } : undefined)
+      peers.push({
+        id: record.nodeId,
+        name: record.hostname,
+        addresses: [record.overlayIpv4, record.overlayIpv6],
+        state: peerState(device !== undefined, wgPeer?.lastHandshakeMs, current),
+        interface: device === undefined ? null : (ifname ?? null),
+        endpoint: endpoint === undefined ? null : endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`,
+        lastHandshake: wgPeer?.lastHandshakeMs === undefined ? null : new Date(wgPeer.lastHandshakeMs).toISOString(),
+        rxBytes: wgPeer?.rxBytes ?? 0,
+        txBytes: wgPeer?.txBytes ?? 0,
+        rttMs: null,
+        lossPct: null,
+        path: { via: null },
+      })
+    }
+    return {
+      self: {
+        id: identity.nodeId,
+        name,
+        addresses: own === undefined ? [] : [own.overlayIpv4, own.overlayIpv6],
+        network: { id: network.id, name: network.name },
+        wireguardBackend: kernel.wireguard.kind,
+        fallbacks: kernel.capabilities.fallbacks,
+      },
+      peers,
+    }
+  }
+
+  const bootstrapAddresses = (): string[] => {
+    const all = node?.listenAddresses() ?? []
+    const isLoopback = (a: string): boolean => a.startsWith('/ip4/127.') || a.startsWith('/ip6/::1/')
+    const outside = all.filter((a) => !isLoopback(a))
+    return (outside.length > 0 ? outside : all).slice(0, MAX_BOOTSTRAP_ADDRESSES)
+  }
+
+  const handlers = {
+    status: (_params: Record<string, unknown>, options: { signal: AbortSignal }) => status(options.signal),
+    'token.create': (params: Record<string, unknown>) => {
+      if (!network || !identity) throw new ControlRefusal('the agent is still starting', 'starting')
+      const ttlMs = typeof params.ttlMs === 'number' ? params.ttlMs : undefined
+      const uses = typeof params.uses === 'number' ? params.uses : undefined
+      let token
+      try {
+        token = createToken({ network, issuer: identity, bootstrap: bootstrapAddresses(), now: now(), random, ...(ttlMs === undefined ? {} : { ttlMs }), ...(uses === undefined ? {} : { maxUses: uses }) })
+      } catch (error) {
+        if (error instanceof RangeError) throw new ControlRefusal(error.message, 'bad-request')
+        throw error
+      }
+      log.info({ ttlMs, uses }, 'join token created')
+      return Promise.resolve({ token: token.reveal() })
+    },
+    down: async () => {
+      idle = true
+      await schedule()
+      log.info('mesh down: meshd kernel objects removed; idle until "meshd up"')
+      return {}
+    },
+    up: async () => {
+      idle = false
+      adoptUntil = 0
+      await schedule()
+      return {}
+    },
+    leave: async (_params: Record<string, unknown>, options: { signal: AbortSignal }) => {
+      if (!service) throw new ControlRefusal('the agent is still starting', 'starting')
+      await service.leave(options)
+      idle = true
+      await schedule()
+      await wipeState(init.stateDir)
+      log.info('left the network; state wiped')
+      // Answer first, then stop (stopping closes the control socket).
+      setTimeout(() => void agent.stop(), 200)
+      return {}
+    },
+    evict: async (params: Record<string, unknown>, options: { signal: AbortSignal }) => {
+      if (!service) throw new ControlRefusal('the agent is still starting', 'starting')
+      const target = typeof params.node === 'string' ? parseNodeId(params.node) : undefined
+      if (target === undefined) throw new ControlRefusal('not a node id (see "meshd status" for ids)', 'bad-request')
+      if (target === identity?.nodeId) throw new ControlRefusal('a host cannot evict itself; use "meshd leave"', 'bad-request')
+      const reason = typeof params.reason === 'string' ? params.reason : 'evicted by an operator'
+      await service.evict(target, reason, options)
+      trigger()
+      return {}
+    },
+  }
+
+  // ── Lifecycle ──────────────────────────────────────────────────────────────
+
+  const admit = async (signal: AbortSignal): Promise<Admission[]> => {
+    const stored = await loadAdmissions(init.stateDir)
+    if (stored !== undefined) return stored
+    if (network && identity && network.founder === identity.nodeId) return []
+    const tokenText = await loadPendingToken(init.stateDir)
+    if (tokenText === undefined) throw new StateError('missing', `${init.stateDir} holds a network but neither an admission nor a join token; run "meshd leave" and join again`)
+    const parsed = parseToken(tokenText.reveal(), { now: now(), ...(network ? { expectedNetworkId: network.id } : {}) })
+    if (!parsed.ok) throw new StateError('corrupt', `the saved join token is no longer usable: ${parsed.reason}`)
+    if (!node) throw new Error('node not built')
+    const admissions = await requestAdmission({ token: parsed.token, tokenText }, { node, logger: components.logger, clock }, { signal })
+    await saveAdmissions(init.stateDir, admissions)
+    await removePendingToken(init.stateDir)
+    return admissions
+  }
+
+  const agent: Agent = {
+    stopped,
+    overlay() {
+      const own = service?.ownRecord()
+      return own === undefined ? undefined : { ipv4: own.overlayIpv4, ipv6: own.overlayIpv6 }
+    },
+    nodeId: () => identity?.nodeId,
+
+    async start(options) {
+      if (phase !== 'idle') return
+      phase = 'starting'
+      lifecycle = new AbortController()
+      const signal = AbortSignal.any([lifecycle.signal, options.signal])
+      try {
+        identity = await loadIdentity(init.stateDir)
+        wgKeys = await loadOrCreateWireguardKey(init.stateDir)
+        network = await loadNetwork(init.stateDir)
+        if (network === undefined) throw new StateError('missing', `no network in ${init.stateDir}; run "meshd init" or "meshd join <token>" first`)
+        kernel = await openKernelLayer({ wireguard: init.wireguard ?? 'auto' }, { logger: components.logger }, signal)
+        adopted = new Set(await kernel.wireguard.listInterfaces({ signal }))
+        adoptUntil = adopted.size > 0 ? now() + ADOPTION_GRACE_MS : 0
+
+        const pending = await loadPendingToken(init.stateDir)
+        const pendingParsed = pending === undefined ? undefined : parseToken(pending.reveal(), { now: now() })
+        const bootstrap = pendingParsed?.ok === true ? pendingParsed.token.bootstrap : []
+        node = createMembershipNode(
+          { ...(init.listen.length > 0 ? { listen: init.listen } : {}), bootstrap },
+          { identity, network, logger: components.logger, clock },
+        )
+        await node.start({ signal })
+        const admissions = await admit(signal)
+
+        service = createMembershipService(
+          { hostname: name, wireguardPublicKey: wgKeys.publicKey, capabilities: { linkKinds: ['wireguard'], wireguardBackend: kernel.wireguard.kind }, admissions },
+          { node, identity, network, logger: components.logger, clock, interfaceAddresses: components.interfaceAddresses ?? systemInterfaceAddresses },
+        )
+        negotiator = createLinkNegotiator({}, { node, service, identity, logger: components.logger, clock, random })
+        for (const event of ['member:up', 'member:updated', 'member:down', 'self:published'] as const) service.events.on(event, trigger)
+        service.events.on('self:evicted', () => {
+          log.warn('this host was evicted from the network; removing its mesh')
+          idle = true
+          void schedule().finally(() => void agent.stop())
+        })
+        negotiator.events.on('link:negotiated', trigger)
+        negotiator.events.on('link:removed', trigger)
+        negotiator.start()
+        await service.start({ signal })
+
+        control = createControlServer({ socketPath: init.socketPath }, { handlers, logger: components.logger })
+        await control.start()
+
+        phase = 'running'
+        drift = startDriftRepair(
+          {},
+          {
+            rtnl: kernel.rtnl,
+            logger: components.logger,
+            // Through the same queue as every other pass, so two applies never race.
+            repair: () => (lastDesired === undefined ? Promise.resolve() : schedule()),
+          },
+          lifecycle.signal,
+        )
+        resyncTimer = setInterval(trigger, init.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS)
+        if (adoptUntil > 0) graceTimer = setTimeout(trigger, ADOPTION_GRACE_MS + 100)
+        log.info({ node: identity.nodeId, network: network.name, overlay: service.ownRecord()?.overlayIpv4, wireguard: kernel.wireguard.kind }, 'agent started')
+        await schedule()
+      } catch (error) {
+        await agent.stop()
+        throw error
+      }
+    },
+
+    stop() {
+      if (stopping) return stopping
+      if (phase === 'idle' && !lifecycle) {
+        markStopped()
+        return Promise.resolve()
+      }
+      phase = 'stopping'
+      stopping = (async () => {
+        const signal = AbortSignal.timeout(10_000)
+        if (resyncTimer) clearInterval(resyncTimer)
+        if (graceTimer) clearTimeout(graceTimer)
+        drift?.stop()
+        lifecycle?.abort(new Error('agent stopped'))
+        await running?.catch(() => undefined)
+        const steps: (() => Promise<void> | void)[] = [
+          () => control?.stop(),
+          () => negotiator?.stop(),
+          () => service?.stop({ signal }),
+          () => node?.stop({ signal }),
+          // Closes netlink sockets only; interfaces and wireguard-go processes stay (the kernel keeps forwarding).
+          () => kernel?.close(),
+        ]
+        for (const step of steps) {
+          try {
+            await step()
+          } catch (error) {
+            log.debug({ err: errorText(error) }, 'stop step failed')
+          }
+        }
+        phase = 'idle'
+        log.info('agent stopped')
+        markStopped()
+      })()
+      return stopping
+    },
+  }
+  return agent
+}
+
+/** The hostname advertised in the record, reduced to what records accept. */
+export function sanitizeHostname(text: string): string {
+  const cleaned = text.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, HOSTNAME_FIELD.maxLength)
+  return cleaned === '' ? 'host' : cleaned
+}
