@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { afterAll, expect, it } from 'vitest'
 import { recordBenchmark } from './record.js'
 import {
+  awaitInotifyHeadroom,
   BenchNetns,
   desiredState,
   destroyAll,
@@ -31,20 +32,26 @@ import {
 // object lives in throw-away namespaces; the afterAll checks that no
 // namespace, wireguard-go process or socket of ours is left behind.
 //
-// MESHD_BENCH_PEERS (default 100) and MESHD_BENCH_REPS (default 3) override the size.
+// Sizes: MESHD_BENCH_PEERS (comma list, default 25,50,100) and
+// MESHD_BENCH_REPS (default 3). A run whose wireguard-go processes die under
+// it (they do at N = 100 on a busy 2-core host: see the notes in
+// support/kernel-mesh.ts) is redone up to twice, and every redo is reported
+// in the figure's detail.
 
-const PEERS = Number(process.env.MESHD_BENCH_PEERS ?? 100)
+const SIZES = (process.env.MESHD_BENCH_PEERS ?? '25,50,100').split(',').map(Number)
 const REPS = Number(process.env.MESHD_BENCH_REPS ?? 3)
+const ATTEMPTS = 3
 const CHANGES = 9
-const TAG = randomBytes(2).toString('hex')
 
 const created = { namespaces: [] as string[], links: [] as string[] }
 const tmp = mkdtempSync(join(os.tmpdir(), 'meshd-bench-'))
 
-function namespace(prefix: string, m?: Mesh): BenchNetns {
+async function namespace(prefix: string, m: Mesh): Promise<BenchNetns> {
+  // Two to spare for whatever else starts meanwhile.
+  await awaitInotifyHeadroom(m.peers.length + 2)
   const ns = new BenchNetns(prefix)
   created.namespaces.push(ns.name)
-  for (const p of m?.peers ?? []) {
+  for (const p of m.peers) {
     ns.links.add(p.link)
     created.links.push(p.link)
   }
@@ -76,6 +83,25 @@ function progress(text: string): void {
   process.stderr.write(`kernel-apply bench: ${text}\n`)
 }
 
+/** The machine's load while a figure was taken: this host is shared, and wireguard-go at N = 100 is CPU-bound. */
+function loadNote(before: number): string {
+  return `load avg ${before.toFixed(1)} → ${(os.loadavg()[0] ?? 0).toFixed(1)} on ${os.cpus().length} cores`
+}
+
+/** Runs `run` up to ATTEMPTS times; each failure but the last is noted in `redone`. */
+async function attempts<T>(label: string, redone: string[], run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run()
+    } catch (error) {
+      if (attempt >= ATTEMPTS) throw error
+      const reason = (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').slice(0, 300)
+      redone.push(`${label} (${reason})`)
+      progress(`${label} failed, redoing: ${reason}`)
+    }
+  }
+}
+
 /** The mesh links missing from the namespace, each with what its wireguard-go left behind (a link goes away only with its process). */
 function vanished(ns: BenchNetns, m: Mesh): string[] {
   const present = new Set(ns.ipJson<{ ifname: string }[]>('link', 'show').map((l) => l.ifname))
@@ -84,7 +110,7 @@ function vanished(ns: BenchNetns, m: Mesh): string[] {
     .map((p) => {
       const socket = existsSync(`${UAPI_DIR}/${p.link}.sock`) ? 'socket left behind' : 'no socket'
       const path = join(tmp, `${p.link}.log`)
-      const log = existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter((l) => l !== '' && !/^[│┌└]/.test(l)).slice(-5).join(' | ') : 'no log'
+      const log = existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter((l) => l !== '' && !/^[│┌└]/.test(l)).slice(-3).join(' | ') : 'no log'
       return `${p.link} (${socket}; log: ${log || 'empty'})`
     })
 }
@@ -108,7 +134,7 @@ function verify(ns: BenchNetns, m: Mesh): void {
   const dump = wg.stdout.split('\n').filter((line) => names.has(line.split('\t')[0] ?? ''))
   const shown = new Set(dump.map((line) => line.split('\t')[0]))
   const unshown = m.peers.filter((p) => !shown.has(p.link)).map((p) => p.link)
-  if (unshown.length > 0) throw new Error(`${ns.name}: wg show all lacks ${unshown.join(', ')}: ${wg.stderr.trim().slice(-1000)}; links now missing: ${vanished(ns, m).join('; ') || 'none'}`)
+  if (unshown.length > 0) throw new Error(`${ns.name}: wg show all lacks ${unshown.join(', ')}: ${wg.stderr.trim().slice(-500)}; links now missing: ${vanished(ns, m).join('; ') || 'none'}`)
   // One line per interface and one per peer, each peer with both allowed-ips.
   expect(dump.length).toBe(2 * n)
   expect(dump.filter((line) => line.includes('0.0.0.0/0,::/0')).length).toBe(n)
@@ -122,7 +148,7 @@ function timedScript(ns: BenchNetns, m: Mesh, script: string): number {
   const ms = Number(process.hrtime.bigint() - started) / 1e6
   if (result.status !== 0) {
     const missing = vanished(ns, m)
-    throw new Error(`baseline script exited ${result.status} (${result.signal ?? 'no signal'}): ${result.stderr.slice(-2000)}${missing.length > 0 ? `; links vanished: ${missing.join('; ')}` : ''}`)
+    throw new Error(`baseline script exited ${result.status} (${result.signal ?? 'no signal'}): ${result.stderr.slice(-1000)}${missing.length > 0 ? `; links vanished: ${missing.join('; ')}` : ''}`)
   }
   return ms
 }
@@ -138,7 +164,7 @@ function profile(stderr: string): string {
   const categories: [string, string][] = [
     ['wireguard-go ', 'start wireguard-go'],
     ['wg setconf', 'wg set (UAPI)'],
-    ['ip link set', 'link set'],
+    ['ip link set', 'link set up'],
     ['ip addr', 'addr add'],
     ['ip route', 'route replace'],
     ['ip -', 'rule add'],
@@ -162,162 +188,177 @@ function profile(stderr: string): string {
   return [...totals].map(([label, t]) => `${label} ${fmt(t.ms)} ms (${t.count}×, ${(t.ms / t.count).toFixed(2)} ms each)`).join(', ')
 }
 
-it(`kernel cold apply: ${PEERS} peers, reconciler vs ip/wg commands`, async () => {
-  const reconciler: number[] = []
-  const reconcilerWall: number[] = []
-  const teardown: number[] = []
-  const commands: number[] = []
-  const batch: number[] = []
-  let planned = 0
-  for (let rep = 0; rep < REPS; rep++) {
-    // Reconciler: one driver process, one apply.
-    {
-      const m = mesh(PEERS, TAG, `r${rep}`)
-      const ns = namespace('mdb-r', m)
-      try {
-        const { result, wallMs } = driverApply(ns, desiredState(m))
-        expect(result.error).toBeUndefined()
-        expect(result.failures).toEqual([])
-        planned = result.planned
-        reconciler.push(result.ms)
-        reconcilerWall.push(wallMs)
-        progress(`rep ${rep}: reconciler apply ${fmt(result.ms)} ms (${fmt(wallMs)} ms wall)`)
-        verify(ns, m)
-        const down = driverApply(ns, {})
-        expect(down.result.failures).toEqual([])
-        teardown.push(down.result.ms)
-        progress(`rep ${rep}: reconciler apply(empty) ${fmt(down.result.ms)} ms`)
-      } finally {
-        await ns.destroy()
-      }
-    }
-    // Baseline: one process per command.
-    {
-      const m = mesh(PEERS, TAG, `c${rep}`)
-      const ns = namespace('mdb-c', m)
-      try {
-        commands.push(timedScript(ns, m, shellScript(m, keyFile(m), tmp).script))
-        progress(`rep ${rep}: ip/wg commands ${fmt(commands.at(-1) ?? 0)} ms`)
-        verify(ns, m)
-      } finally {
-        await ns.destroy()
-      }
-    }
-    // Baseline: wireguard-go and wg per link, every ip command in one `ip -batch`.
-    {
-      const m = mesh(PEERS, TAG, `b${rep}`)
-      const ns = namespace('mdb-b', m)
-      try {
-        const batchPath = join(tmp, `${ns.name}.batch`)
-        const { script, batch: lines = '' } = shellScript(m, keyFile(m), tmp, batchPath)
-        writeFileSync(batchPath, lines)
-        batch.push(timedScript(ns, m, script))
-        progress(`rep ${rep}: ip -batch script ${fmt(batch.at(-1) ?? 0)} ms`)
-        verify(ns, m)
-      } finally {
-        await ns.destroy()
-      }
-    }
-  }
+// ── Cold apply ───────────────────────────────────────────────────────────────
 
-  // One more reconciler run with info logs, to see where the time goes (not part of the figures).
-  let breakdown = ''
-  {
-    const m = mesh(PEERS, TAG, 'p')
-    const ns = namespace('mdb-p', m)
-    try {
-      const { result, stderr } = driverApply(ns, desiredState(m), { MESHD_LOG_LEVEL: 'info' })
-      expect(result.failures).toEqual([])
-      breakdown = `profiled run ${fmt(result.ms)} ms: ${profile(stderr)}`
-    } finally {
-      await ns.destroy()
-    }
-  }
+for (const peers of SIZES) {
+  it(`kernel cold apply: ${peers} peers, reconciler vs ip/wg commands`, async () => {
+    const load = os.loadavg()[0] ?? 0
+    const redone: string[] = []
+    const reconciler: number[] = []
+    const reconcilerWall: number[] = []
+    const teardown: number[] = []
+    const commands: number[] = []
+    const batch: number[] = []
+    let planned = 0
 
-  const rec = median(reconciler)
-  const wall = median(reconcilerWall)
-  const cmd = median(commands)
-  const bat = median(batch)
-  const size = `driver on node ${NODE_VERSION}, N=${PEERS}: ${PEERS} wireguard-go links + p2p addresses, 2 lo addresses, ${2 * PEERS} routes, ${PEERS + 1} rules, ${planned} operations`
-  const targets = `targets < 1000 ms ${rec < 1000 ? 'met' : 'MISSED'}, ≥ 10x ${cmd / rec >= 10 ? 'met' : 'MISSED'}`
-  recordBenchmark({
-    name: `kernel-apply-cold-${PEERS}`,
-    figure: `${(cmd / rec).toFixed(2)}x faster than ip/wg commands (baseline ÷ reconciler apply)`,
-    detail: `${size}; reconciler apply ${fmt(rec)} ms, ip/wg/wireguard-go script ${fmt(cmd)} ms (medians of ${REPS}); ${targets}; teardown apply(empty) ${fmt(median(teardown))} ms; ${breakdown}`,
-  })
-  recordBenchmark({
-    name: `kernel-apply-cold-${PEERS}-batch`,
-    figure: `${(bat / rec).toFixed(2)}x faster than a script using ip -batch (baseline ÷ reconciler apply)`,
-    detail: `${size}; reconciler apply ${fmt(rec)} ms, script with wireguard-go + wg per link and one ip -batch ${fmt(bat)} ms (medians of ${REPS})`,
-  })
-  recordBenchmark({
-    name: `kernel-apply-cold-${PEERS}-process`,
-    figure: `${(cmd / wall).toFixed(2)}x faster than ip/wg commands, counting the driver's Node start-up and capability probe (baseline ÷ driver wall time)`,
-    detail: `${size}; ip netns exec … reconcile-driver apply ${fmt(wall)} ms wall (apply itself ${fmt(rec)} ms), ip/wg script ${fmt(cmd)} ms, ip -batch script ${fmt(bat)} ms (medians of ${REPS})`,
-  })
-})
-
-it(`kernel incremental route change: warm reconciler (${PEERS} peers) vs one ip route replace`, async () => {
-  const m = mesh(PEERS, TAG, 'i')
-  const ns = namespace('mdb-i', m)
-  try {
-    const driver = new ServeDriver(ns)
-    const changes: number[] = []
-    const noops: number[] = []
-    let repairs: DriverResult[] = []
-    try {
-      // Populate with a one-shot apply: serve's drift repair would race a cold apply in the same process.
-      expect(driverApply(ns, desiredState(m)).result.failures).toEqual([])
-      const first = await driver.apply(desiredState(m))
-      expect(first.failures).toEqual([])
-      await driver.settle(500)
-      // An unchanged state: the fresh dump and the plan, nothing to do.
-      for (let i = 0; i < 5; i++) {
-        const result = await driver.apply(desiredState(m))
-        expect(result.operations).toEqual([])
-        noops.push(result.ms)
-      }
-      for (let i = 0; i < CHANGES; i++) {
-        // Peer 0's overlay /32 moves to peer 1's link and back.
-        const result = await driver.apply(desiredState(m, i % 2 === 0 ? { peer: 0, via: 1 } : undefined))
-        expect(result.operations).toEqual(['routeReplace'])
-        changes.push(result.ms)
-        // Our own change notifies the drift repair, which re-applies once; let it settle outside the timing.
-        await driver.settle(400)
-      }
-      repairs = driver.events.filter((e) => e.event === 'repair')
-    } finally {
-      await driver.close()
-    }
-    verify(ns, m)
-
-    // Baseline: one `ip route replace` process per change, timed by the shell that starts it.
-    const [p0, p1] = m.peers
-    if (!p0 || !p1) throw new Error('need two peers')
-    const commands = Array.from({ length: CHANGES }, (_, i) => {
-      const p = i % 2 === 0 ? p1 : p0
-      return `s=$EPOCHREALTIME; ip route replace ${p0.overlay4}/32 via ${p.via4} dev ${p.link} onlink table 7300 proto 73; e=$EPOCHREALTIME; echo "$s $e"`
-    })
-    const out = spawnSync('ip', ['netns', 'exec', ns.name, 'bash', '-c', commands.join('\n')], { encoding: 'utf8', timeout: 30_000 })
-    if (out.status !== 0) throw new Error(`ip route replace exited ${out.status}: ${out.stderr}`)
-    const baseline = out.stdout
-      .trim()
-      .split('\n')
-      .map((line) => {
-        const [s = '', e = ''] = line.split(' ')
-        return (Number(e) - Number(s)) * 1000
+    for (let rep = 0; rep < REPS; rep++) {
+      // Reconciler: one driver process, one apply; then apply(empty) as the teardown.
+      await attempts(`reconciler rep ${rep}`, redone, async () => {
+        const m = mesh(peers, 'r')
+        const ns = await namespace('mdb-r', m)
+        try {
+          const { result, wallMs } = driverApply(ns, desiredState(m))
+          if (result.error !== undefined || result.failures.length > 0) throw new Error(`apply failed: ${result.error ?? JSON.stringify(result.failures).slice(0, 500)}`)
+          verify(ns, m)
+          const down = driverApply(ns, {})
+          if (down.result.failures.length > 0) throw new Error(`apply(empty) failed: ${JSON.stringify(down.result.failures).slice(0, 500)}`)
+          planned = result.planned
+          reconciler.push(result.ms)
+          reconcilerWall.push(wallMs)
+          teardown.push(down.result.ms)
+          progress(`N=${peers} rep ${rep}: reconciler apply ${fmt(result.ms)} ms (${fmt(wallMs)} ms wall), apply(empty) ${fmt(down.result.ms)} ms`)
+        } finally {
+          await ns.destroy()
+        }
       })
-    expect(baseline.length).toBe(CHANGES)
+      // Baseline: one process per command.
+      await attempts(`ip/wg commands rep ${rep}`, redone, async () => {
+        const m = mesh(peers, 'c')
+        const ns = await namespace('mdb-c', m)
+        try {
+          const ms = timedScript(ns, m, shellScript(m, keyFile(m), tmp).script)
+          verify(ns, m)
+          commands.push(ms)
+          progress(`N=${peers} rep ${rep}: ip/wg commands ${fmt(ms)} ms`)
+        } finally {
+          await ns.destroy()
+        }
+      })
+      // Baseline: wireguard-go and wg per link, every ip command in one `ip -batch`.
+      await attempts(`ip -batch rep ${rep}`, redone, async () => {
+        const m = mesh(peers, 'b')
+        const ns = await namespace('mdb-b', m)
+        try {
+          const batchPath = join(tmp, `${ns.name}.batch`)
+          const { script, batch: lines = '' } = shellScript(m, keyFile(m), tmp, batchPath)
+          writeFileSync(batchPath, lines)
+          const ms = timedScript(ns, m, script)
+          verify(ns, m)
+          batch.push(ms)
+          progress(`N=${peers} rep ${rep}: ip -batch script ${fmt(ms)} ms`)
+        } finally {
+          await ns.destroy()
+        }
+      })
+    }
+
+    // One more reconciler run with info logs, to see where the time goes (not part of the figures).
+    const breakdown = await attempts('profiled run', redone, async () => {
+      const m = mesh(peers, 'p')
+      const ns = await namespace('mdb-p', m)
+      try {
+        const { result, stderr } = driverApply(ns, desiredState(m), { MESHD_LOG_LEVEL: 'info' })
+        if (result.failures.length > 0) throw new Error(`apply failed: ${JSON.stringify(result.failures).slice(0, 500)}`)
+        return `profiled run ${fmt(result.ms)} ms: ${profile(stderr)}`
+      } finally {
+        await ns.destroy()
+      }
+    })
+
+    const rec = median(reconciler)
+    const wall = median(reconcilerWall)
+    const cmd = median(commands)
+    const bat = median(batch)
+    const size = `driver on node ${NODE_VERSION}, N=${peers}: ${peers} wireguard-go links with p2p addresses, 2 lo addresses, ${2 * peers} routes, ${peers + 1} rules, ${planned} operations`
+    const targets = `targets < 1000 ms ${rec < 1000 ? 'met' : 'MISSED'}, ≥ 10x ${cmd / rec >= 10 ? 'met' : 'MISSED'}`
+    const notes = `${loadNote(load)}; ${redone.length === 0 ? 'no run redone' : `redone: ${redone.join('; ')}`}`
+    recordBenchmark({
+      name: `kernel-apply-cold-${peers}`,
+      figure: `${(cmd / rec).toFixed(2)}x faster than ip/wg commands (baseline ÷ reconciler apply)`,
+      detail: `${size}; reconciler apply ${fmt(rec)} ms (driver process ${fmt(wall)} ms wall, with Node start-up and capability probe), ip/wg/wireguard-go script ${fmt(cmd)} ms (medians of ${REPS}); ${targets}; teardown apply(empty) ${fmt(median(teardown))} ms; ${breakdown}; ${notes}`,
+    })
+    recordBenchmark({
+      name: `kernel-apply-cold-${peers}-batch`,
+      figure: `${(bat / rec).toFixed(2)}x faster than a script using ip -batch (baseline ÷ reconciler apply)`,
+      detail: `${size}; reconciler apply ${fmt(rec)} ms, script with wireguard-go + wg per link and one ip -batch ${fmt(bat)} ms (medians of ${REPS}); ${notes}`,
+    })
+  })
+}
+
+// ── One incremental change ───────────────────────────────────────────────────
+
+for (const peers of SIZES) {
+  it(`kernel incremental route change: warm reconciler (${peers} peers) vs one ip route replace`, async () => {
+    const load = os.loadavg()[0] ?? 0
+    const redone: string[] = []
+    const { changes, noops, repairs, baseline } = await attempts('incremental', redone, async () => {
+      const m = mesh(peers, 'i')
+      const ns = await namespace('mdb-i', m)
+      try {
+        // Populate with a one-shot apply: a cold apply through serve would race its own drift repair.
+        const populate = driverApply(ns, desiredState(m)).result
+        if (populate.failures.length > 0) throw new Error(`apply failed: ${JSON.stringify(populate.failures).slice(0, 500)}`)
+        const driver = new ServeDriver(ns)
+        const changes: number[] = []
+        const noops: number[] = []
+        let repairs: DriverResult[] = []
+        try {
+          const first = await driver.apply(desiredState(m))
+          expect(first.operations).toEqual([])
+          await driver.settle(500)
+          // An unchanged state: the fresh dump and the plan, nothing to do.
+          for (let i = 0; i < 5; i++) {
+            const result = await driver.apply(desiredState(m))
+            expect(result.operations).toEqual([])
+            noops.push(result.ms)
+          }
+          for (let i = 0; i < CHANGES; i++) {
+            // Peer 0's overlay /32 moves to peer 1's link and back.
+            const result = await driver.apply(desiredState(m, i % 2 === 0 ? { peer: 0, via: 1 } : undefined))
+            expect(result.operations).toEqual(['routeReplace'])
+            changes.push(result.ms)
+            // Our own change notifies the drift repair, which re-applies once; let it settle outside the timing.
+            await driver.settle(400)
+          }
+          repairs = driver.events.filter((e) => e.event === 'repair')
+        } finally {
+          await driver.close()
+        }
+        verify(ns, m)
+
+        // Baseline: one `ip route replace` process per change, timed by the shell that starts it.
+        const [p0, p1] = m.peers
+        if (!p0 || !p1) throw new Error('need two peers')
+        const commands = Array.from({ length: CHANGES }, (_, i) => {
+          const p = i % 2 === 0 ? p1 : p0
+          return `s=$EPOCHREALTIME; ip route replace ${p0.overlay4}/32 via ${p.via4} dev ${p.link} onlink table 7300 proto 73; e=$EPOCHREALTIME; echo "$s $e"`
+        })
+        const out = spawnSync('ip', ['netns', 'exec', ns.name, 'bash', '-c', commands.join('\n')], { encoding: 'utf8', timeout: 30_000 })
+        if (out.status !== 0) throw new Error(`ip route replace exited ${out.status}: ${out.stderr}`)
+        const baseline = out.stdout
+          .trim()
+          .split('\n')
+          .map((line) => {
+            const [s = '', e = ''] = line.split(' ')
+            return (Number(e) - Number(s)) * 1000
+          })
+        expect(baseline.length).toBe(CHANGES)
+        return { changes, noops, repairs, baseline }
+      } finally {
+        await ns.destroy()
+      }
+    })
 
     const rec = median(changes)
     const base = median(baseline)
     const noop = median(noops)
     recordBenchmark({
-      name: `kernel-apply-incremental-${PEERS}`,
+      name: `kernel-apply-incremental-${peers}`,
       figure: rec <= base ? `${(base / rec).toFixed(2)}x faster than one ip route replace (baseline ÷ reconciler)` : `${(rec / base).toFixed(2)}x slower than one ip route replace (reconciler ÷ baseline)`,
-      detail: `driver on node ${NODE_VERSION}, N=${PEERS}: one route next-hop change through the warm serve driver ${fmt(rec)} ms (includes the full kernel dump + ${PEERS} wireguard-go UAPI reads), ip route replace ${fmt(base)} ms (medians of ${CHANGES}); target < 10 ms ${rec < 10 ? 'met' : 'MISSED'}; an apply with nothing to change ${fmt(noop)} ms (median of ${noops.length}); ${repairs.length} drift-repair passes followed our own changes, ${repairs.filter((r) => r.planned > 0).length} of them planned something`,
+      detail:
+        `driver on node ${NODE_VERSION}, N=${peers}: one route next-hop change through the warm serve driver ${fmt(rec)} ms (a whole pass: fresh dumps + ${peers} wireguard-go UAPI reads + one RTM_NEWROUTE), ` +
+        `ip route replace ${fmt(base)} ms (medians of ${CHANGES}); target < 10 ms ${rec < 10 ? 'met' : 'MISSED'}; a pass with nothing to change ${fmt(noop)} ms (median of ${noops.length}); ` +
+        `${repairs.length} drift-repair passes followed our own changes, ${repairs.filter((r) => r.planned > 0).length} of them planned something; ${loadNote(load)}; ${redone.length === 0 ? 'no run redone' : `redone: ${redone.join('; ')}`}`,
     })
-  } finally {
-    await ns.destroy()
-  }
-})
+  })
+}

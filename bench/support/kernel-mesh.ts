@@ -6,7 +6,7 @@
 
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
-import { existsSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -64,11 +64,13 @@ export interface Mesh {
 
 /**
  * A node with n peers, one WireGuard link each. Link names are
- * `md-<tag><role><index base 36>` (≤ 11 bytes), unique across namespaces as
- * wireguard-go's shared socket directory requires.
+ * `md-<random tag><role letter><index base 36>` (≤ 10 bytes), unique across
+ * namespaces as wireguard-go's shared socket directory requires.
  */
-export function mesh(n: number, tag: string, role: string): Mesh {
+export function mesh(n: number, role: string): Mesh {
   if (n < 2 || n > 250) throw new Error(`peer count ${n} is outside 2..250`)
+  if (!/^[a-z]$/.test(role)) throw new Error(`role must be one letter, not ${JSON.stringify(role)}`)
+  const tag = randomBytes(2).toString('hex')
   const nodeKey = keypair()
   const peers: MeshPeer[] = []
   for (let i = 0; i < n; i++) {
@@ -264,6 +266,49 @@ export function leftovers(namespaces: string[], links: string[]): { namespaces: 
     namespaces: namespaces.filter((n) => existing.has(n)),
     processes,
     sockets: links.filter((l) => existsSync(`${UAPI_DIR}/${l}.sock`)),
+  }
+}
+
+// ── inotify instances ────────────────────────────────────────────────────────
+// Every wireguard-go process holds one inotify instance (it watches its UAPI
+// socket and exits when the file goes away), and fs.inotify.max_user_instances
+// (128 by default) caps them per user across the whole machine — namespaces
+// do not help. Past the cap a new wireguard-go dies at start ("Failed to listen
+// on uapi socket: too many open files"), after the daemonising parent already
+// reported success. So before starting N of them, wait for N free instances.
+
+/** This user's inotify instances in use, machine-wide, and the cap. */
+export function inotifyUsage(): { limit: number; used: number } {
+  const limit = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8').trim())
+  const uid = process.getuid?.() ?? 0
+  let used = 0
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue
+    try {
+      if (statSync(`/proc/${pid}`).uid !== uid) continue
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:inotify') used++
+      }
+    } catch {
+      // The process exited while we looked, or its fds are not ours to read.
+    }
+  }
+  return { limit, used }
+}
+
+/** Waits until `needed` inotify instances are free (instances of exited processes are released shortly after). */
+export async function awaitInotifyHeadroom(needed: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const { limit, used } = inotifyUsage()
+    if (limit - used >= needed) return
+    if (Date.now() > deadline) {
+      throw new Error(
+        `wireguard-go needs one inotify instance per interface: ${needed} needed, but fs.inotify.max_user_instances is ${limit} and this user's processes hold ${used}; ` +
+          'run on a quieter machine or raise the limit',
+      )
+    }
+    await delay(250)
   }
 }
 
