@@ -252,6 +252,22 @@ export async function destroyAll(): Promise<void> {
   for (const ns of [...live]) await ns.destroy()
 }
 
+// Last resort when the worker exits without its afterAll (a crash, an uncaught error): SIGKILL and delete, synchronously.
+process.once('exit', () => {
+  for (const ns of live) {
+    for (const pid of ns.pids()) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+    spawnSync('ip', ['netns', 'del', ns.name], { stdio: 'ignore', timeout: 30_000 })
+    // SIGKILLed wireguard-go leaves its socket behind.
+    for (const link of ns.links) rmSync(`${UAPI_DIR}/${link}.sock`, { force: true })
+  }
+})
+
 /** What remains of namespaces and links after cleanup: names of live namespaces, pids of wireguard-go serving our links, our socket files. */
 export function leftovers(namespaces: string[], links: string[]): { namespaces: string[]; processes: number[]; sockets: string[] } {
   const existing = new Set(run('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]))
