@@ -170,6 +170,7 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   const recreated = new Set<string>()
   const linksToDelete = new Set(observed.links.filter((l) => ownsLink(l) && !desiredLinkNames.has(l.name)).map((l) => l.name))
   const sortedLinks = [...desired.links].sort((a, b) => linkCreationRank(a) - linkCreationRank(b))
+  const bringUpAfterConfig: string[] = []
   for (const link of sortedLinks) {
     const have = observedLinks.get(link.name)
     if (have && needsRecreate(link, have, options)) {
@@ -183,7 +184,11 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
       const change: LinkChange = {}
       if (link.mtu !== undefined) change.mtu = link.mtu
       if (link.master !== undefined) change.master = link.master
-      if (link.up) change.up = true
+      // A new WireGuard link comes up only after its device is configured (as wg-quick
+      // does): up without a listen port, wireguard-go binds a random one that can take
+      // the port a later link is configured with.
+      if (link.up && link.kind === 'wireguard') bringUpAfterConfig.push(link.name)
+      else if (link.up) change.up = true
       if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
       continue
     }
@@ -201,6 +206,7 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
     const have = observedDevices.get(device.name)
     if (fresh || !have || wireguardDeviceDiffers(device, have)) adds.push({ op: 'wgSet', device })
   }
+  for (const name of bringUpAfterConfig) adds.push({ op: 'linkSet', name, change: { up: true } })
 
   // Sysctls: set what differs; meshd does not restore old values (forwarding stays on after teardown).
   const observedSysctls = new Map(observed.sysctls.map((s) => [s.key, s.value]))

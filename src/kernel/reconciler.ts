@@ -108,7 +108,16 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
     }
   }
 
-  async function apply(desired: DesiredState, { signal }: { signal: AbortSignal }): Promise<ApplyResult> {
+  // One pass at a time: drift repair and an explicit apply planning against the
+  // same dump would both add the same objects (EEXIST).
+  let queue: Promise<unknown> = Promise.resolve()
+  function apply(desired: DesiredState, options: { signal: AbortSignal }): Promise<ApplyResult> {
+    const pass = queue.then(() => applyOnce(desired, options))
+    queue = pass.catch(() => undefined)
+    return pass
+  }
+
+  async function applyOnce(desired: DesiredState, { signal }: { signal: AbortSignal }): Promise<ApplyResult> {
     const problems = validateDesiredState(desired, { supportedKinds: init.supportedKinds })
     if (problems.length > 0) throw new InvalidDesiredState(problems)
 

@@ -2,35 +2,13 @@ import { describe, expect, it } from 'vitest'
 import { Secret } from '../../src/logging/secret.js'
 import { describeOperation, planOperations } from '../../src/kernel/plan.js'
 import { validateDesiredState } from '../../src/kernel/validate.js'
+import { onePeerMesh, TEST_PEER_KEY, TEST_PRIVATE_KEY } from '../support/kernel-fixtures.js'
 import { EMPTY_STATE, LINK_KINDS, RTPROT_MESHD, type DesiredState, type ObservedState } from '../../src/kernel/types.js'
 
-const KEY_A = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk='
-const PUB_B = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='
+const KEY_A = TEST_PRIVATE_KEY
+const PUB_B = TEST_PEER_KEY
 
-/** A one-peer mesh as the agent will ask for it. */
-function onePeer(): DesiredState {
-  return {
-    links: [
-      { kind: 'dummy', name: 'md-self', up: true },
-      { kind: 'wireguard', name: 'md-w-b', up: true, mtu: 1440 },
-    ],
-    addresses: [
-      { link: 'md-self', local: '100.64.0.1/32' },
-      { link: 'md-w-b', local: '169.254.10.1/32', peer: '169.254.10.2/32' },
-    ],
-    routes: [{ table: 7300, dst: '100.64.0.2/32', nexthop: { via: '169.254.10.2', dev: 'md-w-b', onlink: true } }],
-    rules: [{ family: 4, priority: 7300, to: '100.64.0.0/16', table: 7300 }],
-    wireguard: [
-      {
-        name: 'md-w-b',
-        privateKey: new Secret(KEY_A),
-        listenPort: 51820,
-        peers: [{ publicKey: PUB_B, allowedIps: ['0.0.0.0/0', '::/0'], endpoint: { address: '192.0.2.2', port: 51821 }, persistentKeepaliveSeconds: 25 }],
-      },
-    ],
-    sysctls: [{ key: 'net.ipv4.conf.md-w-b.rp_filter', value: '2' }],
-  }
-}
+const onePeer = onePeerMesh
 
 const EMPTY_OBSERVED: ObservedState = { links: [], addresses: [], routes: [], rules: [], wireguard: [], sysctls: [] }
 
@@ -59,8 +37,10 @@ describe('planOperations', () => {
       'ip link add md-self type dummy',
       'ip link set md-self up',
       'ip link add md-w-b type wireguard',
-      'ip link set md-w-b mtu 1440 up',
+      'ip link set md-w-b mtu 1440',
+      // Configured before it comes up, so it never binds a random port.
       'wg setconf md-w-b (1 peers, port 51820)',
+      'ip link set md-w-b up',
       'sysctl -w net.ipv4.conf.md-w-b.rp_filter=2',
       'ip addr add 100.64.0.1/32 dev md-self',
       'ip addr add 169.254.10.1/32 peer 169.254.10.2/32 dev md-w-b',

@@ -1,31 +1,16 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/logging/logger.js'
-import { Secret } from '../../src/logging/secret.js'
 import { createReconciler } from '../../src/kernel/reconciler.js'
 import { InvalidDesiredState } from '../../src/kernel/validate.js'
-import { EMPTY_STATE, LINK_KINDS, type DesiredState } from '../../src/kernel/types.js'
+import { EMPTY_STATE, LINK_KINDS } from '../../src/kernel/types.js'
 import { FakeKernel } from '../support/fake-kernel.js'
+import { onePeerMesh, TEST_PEER_KEY, TEST_PRIVATE_KEY } from '../support/kernel-fixtures.js'
 
-const PRIVATE_KEY = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk='
-const PEER_KEY = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='
+const PRIVATE_KEY = TEST_PRIVATE_KEY
+const PEER_KEY = TEST_PEER_KEY
 
-function mesh(): DesiredState {
-  return {
-    links: [
-      { kind: 'dummy', name: 'md-self', up: true },
-      { kind: 'wireguard', name: 'md-w-b', up: true, mtu: 1440 },
-    ],
-    addresses: [
-      { link: 'md-self', local: '100.64.0.1/32' },
-      { link: 'md-w-b', local: '169.254.10.1/32', peer: '169.254.10.2/32' },
-    ],
-    routes: [{ table: 7300, dst: '100.64.0.2/32', nexthop: { via: '169.254.10.2', dev: 'md-w-b', onlink: true } }],
-    rules: [{ family: 4, priority: 7300, to: '100.64.0.0/16', table: 7300 }],
-    wireguard: [{ name: 'md-w-b', privateKey: new Secret(PRIVATE_KEY), listenPort: 51820, peers: [{ publicKey: PEER_KEY, allowedIps: ['0.0.0.0/0', '::/0'] }] }],
-    sysctls: [{ key: 'net.ipv4.conf.md-w-b.rp_filter', value: '2' }],
-  }
-}
+const mesh = onePeerMesh
 
 function setup(): { kernel: FakeKernel; reconciler: ReturnType<typeof createReconciler>; log: () => string } {
   const kernel = new FakeKernel()
@@ -118,6 +103,14 @@ describe('reconciler.apply', () => {
     bad.links.push({ kind: 'dummy', name: 'md-much-too-long-name', up: true })
     await expect(reconciler.apply(bad, { signal })).rejects.toBeInstanceOf(InvalidDesiredState)
     expect(kernel.calls).toEqual([])
+  })
+
+  it('runs concurrent applies one after another, so they never add the same object twice', async () => {
+    const { kernel, reconciler } = setup()
+    const results = await Promise.all([reconciler.apply(mesh(), { signal }), reconciler.apply(mesh(), { signal })])
+    expect(results.map((r) => r.failures)).toEqual([[], []])
+    expect(results[1]?.planned).toEqual([])
+    expect(kernel.calls.filter((c) => c === 'ruleAdd')).toHaveLength(1)
   })
 
   it('stops when aborted', async () => {
