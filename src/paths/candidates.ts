@@ -1,0 +1,90 @@
+// From probe measurements to comparable candidates (design §5), pure.
+//
+// Clocks are not synchronised, so one-way delays are unknown. What is known:
+// a relayed probe A→B→C that C answers over the same return leg as a direct
+// probe differs from the direct round trip by exactly forward(A→B→C) −
+// forward(A→C). So every candidate's forward delay is expressed against one
+// reference, half the direct round trip; only differences drive decisions.
+
+import type { CandidateMetrics, Via } from './select.js'
+
+export interface DirectMeasurement {
+  alive: boolean
+  rttMs?: number
+  jitterMs?: number
+  lossPct: number
+}
+
+export interface RelayedMeasurement {
+  alive: boolean
+  rttMs?: number
+  jitterMs?: number
+  lossPct: number
+  /** 'direct': the destination answered over its direct link to us (differences are forward-only). */
+  returnLeg: 'direct' | 'relay'
+}
+
+/** The candidates for one destination: the direct link and each probed relay whose first leg is alive. */
+export function candidatesFor(direct: DirectMeasurement | undefined, relayed: ReadonlyMap<string, RelayedMeasurement>, relayLinkAlive: (relay: string) => boolean): CandidateMetrics[] {
+  const result: CandidateMetrics[] = []
+  const directRtt = direct?.alive === true ? direct.rttMs : undefined
+  if (direct !== undefined) {
+    result.push({
+      via: null,
+      alive: directRtt !== undefined,
+      forwardMs: directRtt === undefined ? Number.POSITIVE_INFINITY : directRtt / 2,
+      jitterMs: direct.jitterMs ?? 0,
+      lossPct: direct.lossPct,
+    })
+  }
+  for (const [relay, m] of [...relayed].sort(([a], [b]) => a.localeCompare(b))) {
+    const alive = m.alive && m.rttMs !== undefined && relayLinkAlive(relay)
+    let forwardMs = Number.POSITIVE_INFINITY
+    if (m.rttMs !== undefined) forwardMs = m.returnLeg === 'direct' && directRtt !== undefined ? directRtt / 2 + (m.rttMs - directRtt) : m.rttMs / 2
+    result.push({ via: relay, alive, forwardMs, jitterMs: m.jitterMs ?? 0, lossPct: m.lossPct })
+  }
+  return result
+}
+
+/** How much faster (ms, forward) the chosen path is than the direct one; null when either is unknown. */
+export function forwardSavingMs(candidates: readonly CandidateMetrics[], chosen: Via): number | null {
+  if (chosen === null) return 0
+  const direct = candidates.find((c) => c.via === null)
+  const relay = candidates.find((c) => c.via === chosen)
+  if (!direct?.alive || relay === undefined || !Number.isFinite(relay.forwardMs)) return null
+  return direct.forwardMs - relay.forwardMs
+}
+
+export interface RelayChoiceInput {
+  destinations: readonly string[]
+  /** Smoothed RTT of our own live links, by peer. */
+  linkRttMs: ReadonlyMap<string, number>
+  /** RTT a relay reported for its own link to a destination, when known (gossip). */
+  reportedRttMs?: (relay: string, destination: string) => number | undefined
+  /** The relay each destination currently uses: always kept as a candidate. */
+  current: ReadonlyMap<string, Via>
+  maxPerDestination: number
+}
+
+/**
+ * Which relays to probe for each destination: the ones whose estimated
+ * two-leg RTT is lowest, at most maxPerDestination (plus the relay in use), so
+ * probing costs O(N·k) per host instead of O(N²).
+ */
+export function chooseRelayCandidates(input: RelayChoiceInput): Map<string, string[]> {
+  const result = new Map<string, string[]>()
+  const relays = [...input.linkRttMs.keys()].sort()
+  for (const destination of input.destinations) {
+    const fallbackSecondLeg = input.linkRttMs.get(destination) ?? 0
+    const ranked = relays
+      .filter((relay) => relay !== destination)
+      .map((relay) => ({ relay, estimate: (input.linkRttMs.get(relay) ?? 0) + (input.reportedRttMs?.(relay, destination) ?? fallbackSecondLeg) }))
+      .sort((a, b) => a.estimate - b.estimate || a.relay.localeCompare(b.relay))
+      .slice(0, Math.max(0, input.maxPerDestination))
+      .map((r) => r.relay)
+    const inUse = input.current.get(destination)
+    if (inUse !== undefined && inUse !== null && inUse !== destination && !ranked.includes(inUse)) ranked.push(inUse)
+    result.set(destination, ranked)
+  }
+  return result
+}

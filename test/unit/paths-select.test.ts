@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest'
+import { candidatesFor, chooseRelayCandidates, forwardSavingMs, type RelayedMeasurement } from '../../src/paths/candidates.js'
+import { decidePath, DEFAULT_PATH_POLICY, pathScore, requiredGainMs, type CandidateMetrics, type DestinationPathState } from '../../src/paths/select.js'
+
+const direct = (forwardMs: number, extra: Partial<CandidateMetrics> = {}): CandidateMetrics => ({ via: null, alive: true, forwardMs, jitterMs: 0, lossPct: 0, ...extra })
+const relay = (via: string, forwardMs: number, extra: Partial<CandidateMetrics> = {}): CandidateMetrics => ({ via, alive: true, forwardMs, jitterMs: 0, lossPct: 0, ...extra })
+
+describe('pathScore and requiredGainMs', () => {
+  it('adds jitter and a loss penalty to the forward delay', () => {
+    expect(pathScore(direct(20, { jitterMs: 3, lossPct: 2 }))).toBe(20 + 3 + 20)
+  })
+  it('needs max(10 %, 5 ms)', () => {
+    expect(requiredGainMs(direct(20))).toBe(5)
+    expect(requiredGainMs(direct(100))).toBe(10)
+    expect(requiredGainMs(direct(-10))).toBe(5)
+  })
+})
+
+describe('decidePath', () => {
+  it('starts direct and stays there when nothing is clearly better', () => {
+    const decision = decidePath(undefined, [direct(20), relay('b', 17)], 0)
+    expect(decision).toEqual({ state: { via: null } })
+  })
+
+  it('moves to a relay only after the gain has held for holdMs', () => {
+    const candidates = [direct(70, { jitterMs: 10 }), relay('b', 20)]
+    const first = decidePath(undefined, candidates, 1_000)
+    expect(first.change).toBeUndefined()
+    expect(first.state).toEqual({ via: null, pending: { via: 'b', since: 1_000 } })
+    const state: DestinationPathState = first.state
+    const early = decidePath(state, candidates, 1_000 + DEFAULT_PATH_POLICY.holdMs - 1)
+    expect(early.change).toBeUndefined()
+    const late = decidePath(early.state, candidates, 1_000 + DEFAULT_PATH_POLICY.holdMs)
+    expect(late.state).toEqual({ via: 'b' })
+    expect(late.change).toMatchObject({ from: null, to: 'b', reason: 'better' })
+  })
+
+  it('restarts the hold when the gain disappears in between (no flapping on a blip)', () => {
+    const good = [direct(70), relay('b', 20)]
+    const blip = [direct(22), relay('b', 20)]
+    const a = decidePath(undefined, good, 0)
+    const b = decidePath(a.state, blip, 2_000)
+    expect(b.state).toEqual({ via: null })
+    const c = decidePath(b.state, good, 3_000)
+    expect(c.state.pending).toEqual({ via: 'b', since: 3_000 })
+    expect(decidePath(c.state, good, 4_500).change).toBeUndefined()
+  })
+
+  it('moves at once when the current path is dead', () => {
+    const decision = decidePath({ via: 'b' }, [direct(70), relay('b', 20, { alive: false })], 0)
+    expect(decision.state).toEqual({ via: null })
+    expect(decision.change).toMatchObject({ from: 'b', to: null, reason: 'dead' })
+  })
+
+  it('moves at once when the current relay is no longer a candidate', () => {
+    const decision = decidePath({ via: 'gone' }, [direct(30), relay('b', 25)], 0)
+    expect(decision.state).toEqual({ via: 'b' })
+    expect(decision.change?.reason).toBe('dead')
+  })
+
+  it('reaches a destination with no working direct link through a relay', () => {
+    const decision = decidePath(undefined, [direct(0, { alive: false, forwardMs: Infinity }), relay('b', 40)], 0)
+    expect(decision.state).toEqual({ via: 'b' })
+  })
+
+  it('stays put when nothing is alive', () => {
+    expect(decidePath({ via: 'b' }, [direct(0, { alive: false }), relay('b', 1, { alive: false })], 0)).toEqual({ state: { via: 'b' } })
+  })
+
+  it('prefers direct on a tie and then the lower relay id', () => {
+    expect(decidePath({ via: 'z' }, [relay('z', 5, { alive: false }), direct(10), relay('b', 10)], 0).state.via).toBeNull()
+    expect(decidePath({ via: 'z' }, [relay('z', 5, { alive: false }), relay('c', 10), relay('b', 10)], 0).state.via).toBe('b')
+  })
+
+  it('counts loss: a lossy relay does not win on delay alone', () => {
+    const candidates = [direct(30), relay('b', 15, { lossPct: 5 })]
+    const a = decidePath(undefined, candidates, 0)
+    expect(a.state.pending).toBeUndefined()
+  })
+})
+
+describe('candidatesFor', () => {
+  const relayed = (rttMs: number, returnLeg: RelayedMeasurement['returnLeg'] = 'direct'): RelayedMeasurement => ({ alive: true, rttMs, lossPct: 0, returnLeg })
+
+  it('turns round-trip differences into forward differences against half the direct RTT', () => {
+    // Forward A→C 70, return C→A 15: direct RTT 85. Via B: 10 + 10 forward, same return: 35.
+    const c = candidatesFor({ alive: true, rttMs: 85, jitterMs: 0, lossPct: 0 }, new Map([['b', relayed(35)]]), () => true)
+    expect(c).toEqual([
+      { via: null, alive: true, forwardMs: 42.5, jitterMs: 0, lossPct: 0 },
+      { via: 'b', alive: true, forwardMs: 42.5 - 50, jitterMs: 0, lossPct: 0 },
+    ])
+    expect(forwardSavingMs(c, 'b')).toBe(50)
+    expect(forwardSavingMs(c, null)).toBe(0)
+  })
+
+  it('uses half the relayed round trip when the direct link is dead', () => {
+    const c = candidatesFor({ alive: false, lossPct: 100 }, new Map([['b', relayed(40, 'relay')]]), () => true)
+    expect(c[0]?.alive).toBe(false)
+    expect(c[1]).toMatchObject({ via: 'b', alive: true, forwardMs: 20 })
+    expect(forwardSavingMs(c, 'b')).toBeNull()
+  })
+
+  it('marks a relay dead when our link to it is dead', () => {
+    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 0 }, new Map([['b', relayed(30)]]), () => false)
+    expect(c[1]?.alive).toBe(false)
+  })
+})
+
+describe('chooseRelayCandidates', () => {
+  it('keeps the k relays with the lowest estimated two-leg RTT, plus the one in use', () => {
+    const linkRttMs = new Map([
+      ['b', 10],
+      ['c', 50],
+      ['d', 5],
+      ['e', 30],
+      ['x', 80],
+    ])
+    const reported = (relay: string, destination: string): number | undefined => (relay === 'e' && destination === 'x' ? 1 : undefined)
+    const result = chooseRelayCandidates({ destinations: ['x', 'c'], linkRttMs, reportedRttMs: reported, current: new Map([['x', 'c']]), maxPerDestination: 2 })
+    // For x: d 5+80, b 10+80, e 30+1 → e, d; plus c (in use).
+    expect(result.get('x')).toEqual(['e', 'd', 'c'])
+    expect(result.get('c')).toEqual(['d', 'b'])
+  })
+
+  it('never proposes the destination as its own relay', () => {
+    const result = chooseRelayCandidates({ destinations: ['b'], linkRttMs: new Map([['b', 1]]), current: new Map([['b', 'b']]), maxPerDestination: 3 })
+    expect(result.get('b')).toEqual([])
+  })
+})
