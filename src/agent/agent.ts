@@ -33,7 +33,9 @@ import { createMembershipNode, type MembershipNode } from '../membership/node.js
 import { HOSTNAME_FIELD, type Admission } from '../membership/records.js'
 import { createMembershipService, type MembershipService } from '../membership/service.js'
 import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
+import { chooseEndpoint, ENDPOINT_TRY_MS, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
 import { planMesh, type PeerLink } from '../planner/mesh.js'
+import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
 import {
   loadAdmissions,
   loadIdentity,
@@ -88,8 +90,22 @@ export function peerState(hasLink: boolean, lastHandshakeMs: number | undefined,
   return 'connecting'
 }
 
-/** The PeerLinks the planner needs, from negotiated link parameters and the members' records. */
-export function peerLinksFrom(self: NodeId, links: ReadonlyMap<NodeId, LinkParams>, publicKeyOf: (peer: NodeId) => string | undefined): PeerLink[] {
+/** The endpoint candidates of a negotiated link, in the order to try them. */
+export function endpointCandidates(params: LinkParams): Endpoint[] {
+  return params.peerEndpoints.map((candidate) => ({ address: candidate.address, port: params.peerListenPort }))
+}
+
+/**
+ * The PeerLinks the planner needs, from negotiated link parameters and the
+ * members' records. `endpointFor` picks the endpoint (undefined: leave it to
+ * WireGuard's roaming); by default the first candidate.
+ */
+export function peerLinksFrom(
+  self: NodeId,
+  links: ReadonlyMap<NodeId, LinkParams>,
+  publicKeyOf: (peer: NodeId) => string | undefined,
+  endpointFor: (peer: NodeId, candidates: Endpoint[]) => Endpoint | undefined = (_peer, candidates) => candidates[0],
+): PeerLink[] {
   const peers = [...links.keys()].filter((peer) => publicKeyOf(peer) !== undefined)
   const names = allocateInterfaceNames(self, peers)
   const result: PeerLink[] = []
@@ -98,15 +114,16 @@ export function peerLinksFrom(self: NodeId, links: ReadonlyMap<NodeId, LinkParam
     const ifname = names.get(peer)
     const peerPublicKey = publicKeyOf(peer)
     if (params === undefined || ifname === undefined || peerPublicKey === undefined) continue
-    const candidate = params.peerEndpoints[0]
-    const family = candidate?.address.includes(':') === true ? 6 : 4
+    const candidates = endpointCandidates(params)
+    const endpoint = endpointFor(peer, candidates)
+    const family = (endpoint ?? candidates[0])?.address.includes(':') === true ? 6 : 4
     result.push({
       peerId: peer,
       ifname,
       listenPort: params.localListenPort,
       peerPublicKey,
       presharedKey: new Secret(Buffer.from(params.presharedKey.reveal()).toString('base64')),
-      ...(candidate === undefined ? {} : { endpoint: { address: candidate.address, port: params.peerListenPort } }),
+      ...(endpoint === undefined ? {} : { endpoint }),
       // Negotiation gives "address/prefix"; the planner adds the host prefix itself.
       local4: hostPart(params.addresses.local4),
       peer4: hostPart(params.addresses.peer4),
@@ -157,11 +174,33 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let lastDesired: DesiredState | undefined
   let adoptUntil = 0
   let adopted = new Set<string>()
+  let monitor: LinkMonitor | undefined
+  let monitorTimer: NodeJS.Timeout | undefined
+  const endpointAttempts = new Map<NodeId, EndpointAttempt>()
 
   // ── The loop ───────────────────────────────────────────────────────────────
 
   let running: Promise<void> | undefined
   let again = false
+
+  const publicKeyOf = (peer: NodeId): string | undefined => service?.member(peer)?.wireguardPublicKey
+
+  /** Endpoint per link: none while the handshake is fresh (WireGuard roams), else the candidates in turn. */
+  const endpointFor = (peer: NodeId, candidates: Endpoint[]): Endpoint | undefined => {
+    const fresh = isFresh(monitor?.get(peer), now(), HANDSHAKE_FRESH_MS)
+    const choice = chooseEndpoint(candidates, fresh, endpointAttempts.get(peer), now())
+    if (choice.attempt) endpointAttempts.set(peer, choice.attempt)
+    else endpointAttempts.delete(peer)
+    return choice.endpoint
+  }
+
+  /** Points the monitor at the current links; reads them first when one is new, so a restart never overrides a roamed endpoint. */
+  const refreshMonitor = async (signal: AbortSignal): Promise<void> => {
+    if (!monitor || !negotiator || !identity) return
+    const links = peerLinksFrom(identity.nodeId, negotiator.links(), publicKeyOf)
+    monitor.setLinks(links.map((l) => ({ peerId: l.peerId, ifname: l.ifname, peerPublicKey: l.peerPublicKey })))
+    if (links.some((l) => monitor?.get(l.peerId) === undefined)) await monitor.poll({ signal })
+  }
 
   const desiredState = (): DesiredState | undefined => {
     if (idle) return EMPTY_STATE
@@ -169,7 +208,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     const own = service.ownRecord()
     if (own === undefined) return undefined
     const self = identity.nodeId
-    const links = peerLinksFrom(self, negotiator.links(), (peer) => service?.member(peer)?.wireguardPublicKey)
+    const links = peerLinksFrom(self, negotiator.links(), publicKeyOf, endpointFor)
     return planMesh({
       self: { nodeId: self, overlay4: own.overlayIpv4, overlay6: own.overlayIpv6, overlayDevice: kernel.capabilities.overlayDevice },
       privateKey: wgKeys.privateKey,
@@ -191,6 +230,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   const pass = async (): Promise<void> => {
     const signal = lifecycle?.signal
     if (!signal || signal.aborted) return
+    if (!idle) await refreshMonitor(signal)
     const desired = desiredState()
     if (desired === undefined) return
     // After a restart, keep the links the kernel already has until negotiation has caught up with them.
@@ -229,6 +269,34 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   }
   const trigger = (): void => {
     void schedule()
+  }
+
+  // ── Link monitor: handshakes and traffic, polled ──────────────────────────
+
+  const onMonitorChange = (change: LinkMonitorChange): void => {
+    if (change.activity.length > 0) log.debug({ activity: change.activity.length }, 'link activity changed')
+  }
+
+  const endpointAttemptExpired = (): boolean => [...endpointAttempts.values()].some((a) => now() - a.since >= ENDPOINT_TRY_MS)
+
+  const scheduleMonitor = (signal: AbortSignal): void => {
+    const linkCount = negotiator?.links().size ?? 0
+    // ~10 ms of device reads per link; never more often than 1/s, never less than every 5 s.
+    const interval = Math.min(5_000, Math.max(1_000, linkCount * 10))
+    monitorTimer = setTimeout(() => {
+      void (async () => {
+        if (signal.aborted || idle || !monitor) return
+        const change = await monitor.poll({ signal })
+        onMonitorChange(change)
+        if (change.freshness.length > 0 || endpointAttemptExpired()) trigger()
+      })()
+        .catch((error: unknown) => {
+          log.debug({ err: errorText(error) }, 'link monitor poll failed')
+        })
+        .finally(() => {
+          if (!signal.aborted) scheduleMonitor(signal)
+        })
+    }, interval)
   }
 
   // ── Control handlers ───────────────────────────────────────────────────────
@@ -370,6 +438,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         if (network === undefined) throw new StateError('missing', `no network in ${init.stateDir}; run "meshd init" or "meshd join <token>" first`)
         kernel = await openKernelLayer({ wireguard: init.wireguard ?? 'auto' }, { logger: components.logger }, signal)
         adopted = new Set(await kernel.wireguard.listInterfaces({ signal }))
+        const wireguard = kernel.wireguard
+        monitor = createLinkMonitor({ readDevice: (ifname, o) => wireguard.get(ifname, o), now, freshMs: HANDSHAKE_FRESH_MS })
         adoptUntil = adopted.size > 0 ? now() + ADOPTION_GRACE_MS : 0
 
         const pending = await loadPendingToken(init.stateDir)
@@ -413,6 +483,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           lifecycle.signal,
         )
         resyncTimer = setInterval(trigger, init.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS)
+        scheduleMonitor(lifecycle.signal)
         if (adoptUntil > 0) graceTimer = setTimeout(trigger, ADOPTION_GRACE_MS + 100)
         log.info({ node: identity.nodeId, network: network.name, overlay: service.ownRecord()?.overlayIpv4, wireguard: kernel.wireguard.kind }, 'agent started')
         await schedule()
@@ -432,6 +503,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       stopping = (async () => {
         const signal = AbortSignal.timeout(10_000)
         if (resyncTimer) clearInterval(resyncTimer)
+        if (monitorTimer) clearTimeout(monitorTimer)
         if (graceTimer) clearTimeout(graceTimer)
         drift?.stop()
         lifecycle?.abort(new Error('agent stopped'))

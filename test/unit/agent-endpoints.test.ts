@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest'
+import { createLinkMonitor, observe, ACTIVE_BYTES_PER_SECOND } from '../../src/agent/link-monitor.js'
+import { chooseEndpoint, ENDPOINT_TRY_MS } from '../../src/planner/endpoint.js'
+import type { ObservedWireguardDevice } from '../../src/kernel/types.js'
+
+const a = { address: '192.0.2.1', port: 51820 }
+const b = { address: '198.51.100.1', port: 51820 }
+
+describe('chooseEndpoint', () => {
+  it('leaves the endpoint to WireGuard while the handshake is fresh (a NAT mapping is kept)', () => {
+    expect(chooseEndpoint([a, b], true, { index: 1, since: 0 }, 100)).toEqual({})
+  })
+
+  it('tries the candidates in turn without a fresh handshake', () => {
+    const first = chooseEndpoint([a, b], false, undefined, 1_000)
+    expect(first).toEqual({ endpoint: a, attempt: { index: 0, since: 1_000 } })
+    expect(chooseEndpoint([a, b], false, first.attempt, 1_000 + ENDPOINT_TRY_MS - 1).endpoint).toEqual(a)
+    const second = chooseEndpoint([a, b], false, first.attempt, 1_000 + ENDPOINT_TRY_MS)
+    expect(second).toEqual({ endpoint: b, attempt: { index: 1, since: 1_000 + ENDPOINT_TRY_MS } })
+    expect(chooseEndpoint([a, b], false, second.attempt, 1_000 + 2 * ENDPOINT_TRY_MS).endpoint).toEqual(a)
+  })
+
+  it('restarts when the candidate list shrank, and sets nothing without candidates', () => {
+    expect(chooseEndpoint([a], false, { index: 3, since: 0 }, 10)).toEqual({ endpoint: a, attempt: { index: 0, since: 10 } })
+    expect(chooseEndpoint([], false, undefined, 10)).toEqual({})
+  })
+})
+
+const device = (peer: { lastHandshakeMs?: number; rxBytes: number; txBytes: number }): ObservedWireguardDevice => ({
+  name: 'md-x',
+  listenPort: 51820,
+  peers: [{ publicKey: 'PK', allowedIps: [], ...peer }],
+})
+
+describe('link monitor', () => {
+  it('calls a link active only above probe and keepalive traffic', () => {
+    const first = observe(undefined, device({ rxBytes: 0, txBytes: 0 }), 'PK', 0)
+    expect(first?.active).toBe(false)
+    const quiet = observe(first, device({ rxBytes: 300, txBytes: 300 }), 'PK', 1_000)
+    expect(quiet?.active).toBe(false)
+    const busy = observe(quiet, device({ rxBytes: 300 + ACTIVE_BYTES_PER_SECOND, txBytes: 400 }), 'PK', 2_000)
+    expect(busy?.active).toBe(true)
+    expect(observe(busy, device({ rxBytes: 0, txBytes: 0 }), 'other', 3_000)).toBeUndefined()
+  })
+
+  it('reports handshake freshness and activity flips', async () => {
+    let now = 0
+    let handshake: number | undefined = undefined as number | undefined
+    let bytes = 0
+    const monitor = createLinkMonitor({ readDevice: () => Promise.resolve(device({ ...(handshake === undefined ? {} : { lastHandshakeMs: handshake }), rxBytes: bytes, txBytes: 0 })), now: () => now, freshMs: 180_000 })
+    monitor.setLinks([{ peerId: 'p', ifname: 'md-x', peerPublicKey: 'PK' }])
+    const signal = new AbortController().signal
+    expect(await monitor.poll({ signal })).toEqual({ freshness: [], activity: [] })
+    now = 1_000
+    handshake = 900
+    bytes = 10 * ACTIVE_BYTES_PER_SECOND
+    expect(await monitor.poll({ signal })).toEqual({ freshness: ['p'], activity: ['p'] })
+    now = 200_000
+    expect(await monitor.poll({ signal })).toEqual({ freshness: ['p'], activity: ['p'] })
+    monitor.setLinks([])
+    expect(monitor.get('p')).toBeUndefined()
+  })
+})
