@@ -1,0 +1,155 @@
+// The imperative shell around path selection: keeps each destination's state,
+// re-decides on a short tick and at once when the prober reports a link death,
+// tells the prober which relays to measure, and logs every change as one line.
+
+import type { Logger } from '../logging/logger.js'
+import type { ProbeChangeEvent, ProbeLink, ProbeSnapshot } from '../probe/types.js'
+import { candidatesFor, chooseRelayCandidates, forwardSavingMs } from './candidates.js'
+import { decidePath, DEFAULT_PATH_POLICY, pathScore, type CandidateMetrics, type DestinationPathState, type PathPolicy, type Via } from './select.js'
+
+/** What the controller needs from the prober (src/probe/service.ts). */
+export interface ProbeSource {
+  setLinks(links: ProbeLink[]): void
+  setRelayCandidates(candidates: Map<string, string[]>): void
+  snapshot(): ProbeSnapshot
+  onChange(listener: (event: ProbeChangeEvent) => void): () => void
+}
+
+export interface PathReport {
+  via: Via
+  /** Forward delay saved against the direct link (ms); 0 when direct, null when unknown. */
+  forwardSavingMs: number | null
+  /** The direct link's measurements. */
+  rttMs: number | null
+  jitterMs: number | null
+  lossPct: number | null
+  directAlive: boolean
+}
+
+export interface PathControllerOptions {
+  policy?: PathPolicy
+  /** Relays probed per destination (plus the one in use). */
+  maxRelaysPerDestination?: number
+  tickMs?: number
+}
+
+export interface PathControllerDeps {
+  probes: ProbeSource
+  logger: Logger
+  now: () => number
+  /** Called after any destination's path changed; the agent re-plans. */
+  onPathsChanged: () => void
+}
+
+export interface PathController {
+  /** The mesh links to probe and every destination (member) to route. */
+  setTopology(links: ProbeLink[], destinations: readonly string[]): void
+  /** Re-decides every destination now; returns whether anything changed. */
+  evaluate(): boolean
+  choices(): ReadonlyMap<string, { via: Via }>
+  report(destination: string): PathReport
+  start(signal: AbortSignal): void
+}
+
+export const DEFAULT_MAX_RELAYS = 3
+export const DEFAULT_TICK_MS = 250
+
+const round = (value: number | undefined): number | null => (value === undefined || !Number.isFinite(value) ? null : Math.round(value * 10) / 10)
+
+function describe(metrics: CandidateMetrics | undefined, policy: PathPolicy): Record<string, number | boolean | null> | undefined {
+  if (metrics === undefined) return undefined
+  return { alive: metrics.alive, forwardMs: round(metrics.forwardMs), jitterMs: round(metrics.jitterMs), lossPct: round(metrics.lossPct), score: round(pathScore(metrics, policy)) }
+}
+
+export function createPathController(options: PathControllerOptions, deps: PathControllerDeps): PathController {
+  const policy = options.policy ?? DEFAULT_PATH_POLICY
+  const maxRelays = options.maxRelaysPerDestination ?? DEFAULT_MAX_RELAYS
+  const log = deps.logger.child({ component: 'paths' })
+  const states = new Map<string, DestinationPathState>()
+  let destinations: readonly string[] = []
+  let lastRelayKey = ''
+
+  const candidatesOf = (snapshot: ProbeSnapshot, destination: string): CandidateMetrics[] => {
+    const relayed = snapshot.relayed.get(destination) ?? new Map()
+    return candidatesFor(snapshot.links.get(destination), relayed, (relay) => snapshot.links.get(relay)?.alive === true)
+  }
+
+  const updateRelayCandidates = (snapshot: ProbeSnapshot): void => {
+    const linkRttMs = new Map<string, number>()
+    for (const [peer, stats] of snapshot.links) if (stats.alive && stats.rttMs !== undefined) linkRttMs.set(peer, stats.rttMs)
+    const current = new Map([...states].map(([destination, state]) => [destination, state.via]))
+    const candidates = chooseRelayCandidates({ destinations, linkRttMs, current, maxPerDestination: maxRelays })
+    // Only when the set changes: the prober keeps its per-relay history across calls.
+    const key = JSON.stringify([...candidates].map(([d, relays]) => [d, [...relays].sort()]))
+    if (key === lastRelayKey) return
+    lastRelayKey = key
+    deps.probes.setRelayCandidates(candidates)
+  }
+
+  const controller: PathController = {
+    setTopology(links, nextDestinations) {
+      deps.probes.setLinks(links)
+      destinations = [...nextDestinations].sort()
+      const keep = new Set(destinations)
+      for (const destination of states.keys()) if (!keep.has(destination)) states.delete(destination)
+    },
+
+    evaluate() {
+      const snapshot = deps.probes.snapshot()
+      updateRelayCandidates(snapshot)
+      let changed = false
+      const now = deps.now()
+      for (const destination of destinations) {
+        const decision = decidePath(states.get(destination), candidatesOf(snapshot, destination), now, policy)
+        states.set(destination, decision.state)
+        const change = decision.change
+        if (change === undefined) continue
+        changed = true
+        log.info(
+          { destination, from: change.from ?? 'direct', to: change.to ?? 'direct', reason: change.reason, before: describe(change.fromMetrics, policy), after: describe(change.toMetrics, policy) },
+          'path changed',
+        )
+      }
+      return changed
+    },
+
+    choices() {
+      return new Map([...states].map(([destination, state]) => [destination, { via: state.via }]))
+    },
+
+    report(destination) {
+      const snapshot = deps.probes.snapshot()
+      const via = states.get(destination)?.via ?? null
+      const direct = snapshot.links.get(destination)
+      return {
+        via,
+        forwardSavingMs: round(forwardSavingMs(candidatesOf(snapshot, destination), via) ?? undefined),
+        rttMs: round(direct?.rttMs),
+        jitterMs: round(direct?.jitterMs),
+        lossPct: direct === undefined ? null : round(direct.lossPct),
+        directAlive: direct?.alive === true,
+      }
+    },
+
+    start(signal) {
+      const tick = (): void => {
+        if (signal.aborted) return
+        if (controller.evaluate()) deps.onPathsChanged()
+      }
+      const timer = setInterval(tick, options.tickMs ?? DEFAULT_TICK_MS)
+      // A death moves traffic at once rather than at the next tick.
+      const unsubscribe = deps.probes.onChange((event) => {
+        if (event.kind === 'link-dead') tick()
+      })
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearInterval(timer)
+          unsubscribe()
+        },
+        { once: true },
+      )
+    },
+  }
+  return controller
+}

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest'
+import { createLogger } from '../../src/logging/logger.js'
+import { createPathController, type ProbeSource } from '../../src/paths/controller.js'
+import type { LinkStats, ProbeChangeEvent, RelayedStats } from '../../src/probe/types.js'
+
+function fakeProbes() {
+  const listeners: ((event: ProbeChangeEvent) => void)[] = []
+  const state = {
+    snapshot: { links: new Map<string, LinkStats>(), relayed: new Map<string, Map<string, RelayedStats>>() },
+    relayCandidates: [] as Map<string, string[]>[],
+    links: [] as unknown[],
+  }
+  const source: ProbeSource = {
+    setLinks: (links) => state.links.push(links),
+    setRelayCandidates: (c) => state.relayCandidates.push(c),
+    snapshot: () => state.snapshot,
+    onChange: (listener) => {
+      listeners.push(listener)
+      return () => listeners.splice(listeners.indexOf(listener), 1)
+    },
+  }
+  return { source, state, emit: (event: ProbeChangeEvent) => { listeners.forEach((l) => { l(event); }); } }
+}
+
+const link = (peerId: string, rttMs: number, alive = true): LinkStats => ({ peerId, alive, rttMs, jitterMs: 0, lossPct: alive ? 0 : 100, samples: 10 })
+const relayed = (destination: string, relay: string, rttMs: number): RelayedStats => ({ destination, relay, alive: true, rttMs, jitterMs: 0, lossPct: 0, samples: 10, returnLeg: 'direct' })
+
+describe('path controller', () => {
+  it('moves C behind B after the hold, logs one line, and moves back at once when A–B dies', () => {
+    const probes = fakeProbes()
+    const lines: string[] = []
+    const logger = createLogger({ level: 'info', destination: { write: (line: string) => lines.push(line) } })
+    let now = 0
+    let replans = 0
+    const controller = createPathController({}, { probes: probes.source, logger, now: () => now, onPathsChanged: () => replans++ })
+    controller.setTopology([], ['b', 'c'])
+    probes.state.snapshot.links.set('b', link('b', 20))
+    probes.state.snapshot.links.set('c', link('c', 85))
+    probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
+
+    expect(controller.evaluate()).toBe(false)
+    expect(probes.state.relayCandidates.at(-1)?.get('c')).toEqual(['b'])
+    now = 4_000
+    expect(controller.evaluate()).toBe(true)
+    expect(controller.choices().get('c')).toEqual({ via: 'b' })
+    expect(controller.report('c')).toMatchObject({ via: 'b', forwardSavingMs: 50, rttMs: 85 })
+    const changed = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'path changed')
+    expect(changed).toHaveLength(1)
+    expect(changed[0]).toMatchObject({ destination: 'c', from: 'direct', to: 'b', reason: 'better' })
+
+    const abort = new AbortController()
+    controller.start(abort.signal)
+    probes.state.snapshot.links.set('b', link('b', 20, false))
+    probes.emit({ kind: 'link-dead', peerId: 'b' })
+    expect(controller.choices().get('c')).toEqual({ via: null })
+    expect(replans).toBe(1)
+    abort.abort()
+  })
+
+  it('forgets destinations that left', () => {
+    const probes = fakeProbes()
+    const controller = createPathController({}, { probes: probes.source, logger: createLogger({ level: 'silent' }), now: () => 0, onPathsChanged: () => undefined })
+    controller.setTopology([], ['b'])
+    controller.evaluate()
+    controller.setTopology([], [])
+    expect(controller.choices().size).toBe(0)
+  })
+})
