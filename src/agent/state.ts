@@ -200,9 +200,57 @@ export async function removePendingToken(stateDir: string): Promise<void> {
   await rm(join(stateDir, PENDING_TOKEN_FILE), { force: true })
 }
 
+// ── Transactions ─────────────────────────────────────────────────────────────
+
+/** Every file meshd keeps in the state directory. */
+export const STATE_FILES = [PENDING_TOKEN_FILE, ADMISSIONS_FILE, NETWORK_FILE, WIREGUARD_KEY_FILE, IDENTITY_FILE_NAME] as const
+
+/**
+ * A change to the state directory that can be undone: `init` and `join`
+ * write the identity, keys, network and token before the agent has joined;
+ * when the join fails, rollback() removes exactly what this run created (the
+ * files that did not exist at begin, and the directory if it did not), so a
+ * failed join leaves the host as it found it. Files that existed before are
+ * never touched.
+ */
+export interface StateTransaction {
+  /** The join or init succeeded: keep everything (safe twice). */
+  commit(): void
+  /** Removes the files, and the directory, this run created (safe twice; no-op after commit). */
+  rollback(): Promise<void>
+}
+
+export async function beginStateChange(stateDir: string): Promise<StateTransaction> {
+  const dirExisted = await pathExists(stateDir)
+  const existed = new Set<string>()
+  for (const name of STATE_FILES) if (await pathExists(join(stateDir, name))) existed.add(name)
+  let done = false
+  return {
+    commit() {
+      done = true
+    },
+    async rollback() {
+      if (done) return
+      done = true
+      for (const name of STATE_FILES) if (!existed.has(name)) await rm(join(stateDir, name), { force: true })
+      if (!dirExisted) await rmdir(stateDir).catch(() => undefined)
+    },
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw error
+  }
+}
+
 /** Removes everything meshd keeps in the directory (after a leave), then the directory if it is empty. */
 export async function wipeState(stateDir: string): Promise<void> {
-  for (const name of [PENDING_TOKEN_FILE, ADMISSIONS_FILE, NETWORK_FILE, WIREGUARD_KEY_FILE, IDENTITY_FILE_NAME]) {
+  for (const name of STATE_FILES) {
     await rm(join(stateDir, name), { force: true })
   }
   await rmdir(stateDir).catch(() => undefined)
