@@ -1,0 +1,59 @@
+// Pure scheduling decisions of the prober: when to probe next, how long to
+// wait for a reply, which return leg to ask for, and the token bucket that
+// keeps a host from being used as an amplifier.
+
+import type { TimeoutBounds } from './estimator.js'
+import type { ReturnLeg } from './types.js'
+
+/** Direct probes on a link carrying traffic: every 250–300 ms, so 3 misses are noticed within about 1 s. */
+export const ACTIVE_INTERVAL_MS = { min: 250, max: 300 } as const
+/** Direct probes on an idle link: every 1–2 s. */
+export const IDLE_INTERVAL_MS = { min: 1000, max: 2000 } as const
+/** Relayed probes, per (destination, relay) candidate. */
+export const RELAY_INTERVAL_MS = { min: 1000, max: 1200 } as const
+
+export const DIRECT_TIMEOUT: TimeoutBounds = { minMs: 250, maxMs: 1500, initialMs: 1000 }
+export const RELAY_TIMEOUT: TimeoutBounds = { minMs: 400, maxMs: 2500, initialMs: 1500 }
+
+/** A lost probe's entry is kept this long so a late reply is recognised and not counted twice. */
+export const LATE_REPLY_GRACE_MS = 5000
+/** Retry binding a link's socket (its address may not be assigned yet). */
+export const BIND_RETRY_MS = 1000
+
+/** Relay work (forwarding, answering relayed probes, forwarding replies) per requester. */
+export const RELAY_RATE = { perSecond: 50, burst: 100 } as const
+/** Direct echo replies per link. */
+export const ECHO_RATE = { perSecond: 50, burst: 100 } as const
+
+/** Delay before the next probe; `random` in [0, 1) spreads probes so links do not synchronise. */
+export function jitteredDelayMs(range: { min: number; max: number }, random: number): number {
+  return range.min + (range.max - range.min) * random
+}
+
+export function directProbeDelayMs(active: boolean, random: number): number {
+  return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
+}
+
+/**
+ * Relayed probes ask the destination to answer over the same leg as our
+ * direct probe (so the RTT difference is the forward difference), unless our
+ * direct link to it is dead or missing; then the answer must come back through
+ * the relay and the RTT is a full relayed round trip.
+ */
+export function returnLegFor(directAlive: boolean | undefined): ReturnLeg {
+  return directAlive === true ? 'direct' : 'relay'
+}
+
+export interface TokenBucket {
+  tokens: number
+  updatedAt: number
+}
+
+/** Token bucket: refill by elapsed time, then take one token if there is one. */
+export function takeToken(bucket: TokenBucket | undefined, now: number, rate: { perSecond: number; burst: number }): { bucket: TokenBucket; allowed: boolean } {
+  const previous = bucket ?? { tokens: rate.burst, updatedAt: now }
+  const elapsedMs = Math.max(0, now - previous.updatedAt)
+  const tokens = Math.min(rate.burst, previous.tokens + (elapsedMs * rate.perSecond) / 1000)
+  if (tokens < 1) return { bucket: { tokens, updatedAt: now }, allowed: false }
+  return { bucket: { tokens: tokens - 1, updatedAt: now }, allowed: true }
+}

@@ -1,0 +1,663 @@
+// The prober: one UDP socket per mesh link, bound to the link's local
+// link-local address, so probes only travel over (and are only accepted from)
+// that link. It answers echo requests, relays for peers it has links to, and
+// measures direct and relayed paths (see codec.ts for the packets and
+// docs/paths.md for the budget).
+//
+// Relayed probe A→B→C→A: A sends relay-request to B naming C; B forwards over
+// its B–C link adding its dwell time; C answers over its direct link to A
+// (returnLeg 'direct', the same leg as its echo replies to A) or, when A's
+// direct link to C is dead, back through B (returnLeg 'relay'). A subtracts
+// every dwell time, so what remains is time on the wire.
+//
+// Imperative shell around estimator.ts and schedule.ts (pure). Everything is
+// injected (clock, timers, sockets, randomness); nothing is global.
+
+import { createSocket } from 'node:dgram'
+import { performance } from 'node:perf_hooks'
+import { decodeProbePacket, encodeProbePacket, isEncodableNodeId, type ProbePacket } from './codec.js'
+import { initialEstimator, lossPct, probeTimeoutMs, recordLateReply, recordMiss, recordReply, restartSmoothing, type Estimator, type Transition } from './estimator.js'
+import {
+  BIND_RETRY_MS,
+  DIRECT_TIMEOUT,
+  ECHO_RATE,
+  LATE_REPLY_GRACE_MS,
+  RELAY_INTERVAL_MS,
+  RELAY_RATE,
+  RELAY_TIMEOUT,
+  directProbeDelayMs,
+  jitteredDelayMs,
+  returnLegFor,
+  takeToken,
+  type TokenBucket,
+} from './schedule.js'
+import type {
+  LinkStats,
+  PingPath,
+  PingResult,
+  ProbeChangeEvent,
+  ProbeLink,
+  ProbeService,
+  ProbeServiceDeps,
+  ProbeSnapshot,
+  ProbeSocket,
+  ProbeSocketFactory,
+  ProbeTimers,
+  RelayedStats,
+  ReturnLeg,
+} from './types.js'
+
+export type * from './types.js'
+
+export const DEFAULT_PROBE_PORT = 7374
+
+/** node:dgram, udp4, bound to one address. */
+export const dgramSocketFactory: ProbeSocketFactory = (options, signal) =>
+  new Promise<ProbeSocket>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new Error('aborted'))
+      return
+    }
+    const socket = createSocket({ type: 'udp4' })
+    const failBind = (error: Error): void => {
+      socket.close()
+      reject(error)
+    }
+    socket.once('error', failBind)
+    socket.bind({ address: options.address, port: options.port, exclusive: true }, () => {
+      socket.off('error', failBind)
+      socket.on('error', options.onError)
+      socket.on('message', (message, remote) => {
+        options.onMessage(message, { address: remote.address, port: remote.port })
+      })
+      let closed = false
+      resolve({
+        send(bytes, address, port) {
+          if (closed) return
+          socket.send(bytes, port, address, (error) => {
+            if (error) options.onError(error)
+          })
+        },
+        close() {
+          if (closed) return
+          closed = true
+          socket.close()
+        },
+      })
+    })
+  })
+
+const realTimers: ProbeTimers = {
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => {
+    clearTimeout(handle as ReturnType<typeof setTimeout>)
+  },
+}
+
+interface LinkEntry {
+  link: ProbeLink
+  socket?: ProbeSocket
+  /** Aborted when the link is removed or its addresses change. */
+  lifetime: AbortController
+  active: boolean
+  estimator: Estimator
+  probeTimer?: unknown
+}
+
+interface RelayEntry {
+  destination: string
+  relay: string
+  returnLeg: ReturnLeg
+  estimator: Estimator
+  probeTimer?: unknown
+}
+
+type PendingTarget = { kind: 'direct'; peerId: string } | { kind: 'relay'; destination: string; relay: string; returnLeg: ReturnLeg }
+
+interface Pending {
+  target: PendingTarget
+  sentAt: number
+  /** waiting: in time; lost: counted as a miss, kept to recognise a late reply; abandoned: its meaning changed, ignore. */
+  state: 'waiting' | 'lost' | 'abandoned'
+  timer?: unknown
+  /** Set for `ping` probes: they report to the caller and do not feed the estimators. */
+  onReply?: (rttMs: number) => void
+}
+
+export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal): ProbeService {
+  const port = deps.port ?? DEFAULT_PROBE_PORT
+  const now = deps.now ?? (() => performance.timeOrigin + performance.now())
+  const timers = deps.timers ?? realTimers
+  const random = deps.random ?? Math.random
+  const socketFactory = deps.socketFactory ?? dgramSocketFactory
+  const logger = deps.logger.child({ component: 'probe' })
+  const selfId = deps.selfId
+
+  const closing = new AbortController()
+  const links = new Map<string, LinkEntry>()
+  const relays = new Map<string, Map<string, RelayEntry>>()
+  const pending = new Map<number, Pending>()
+  const buckets = new Map<string, TokenBucket>()
+  const listeners = new Set<(event: ProbeChangeEvent) => void>()
+  let nextSeq = Math.floor(random() * 0x1_0000_0000) >>> 0
+
+  const onAbort = (): void => {
+    void service.close()
+  }
+  signal.addEventListener('abort', onAbort, { once: true })
+
+  function allocateSeq(): number {
+    // Skip sequence numbers still in use after a wrap (it takes 2^32 probes; cheap to be exact).
+    do nextSeq = (nextSeq + 1) >>> 0
+    while (pending.has(nextSeq))
+    return nextSeq
+  }
+
+  function allow(key: string, rate: { perSecond: number; burst: number }): boolean {
+    const step = takeToken(buckets.get(key), now(), rate)
+    buckets.set(key, step.bucket)
+    return step.allowed
+  }
+
+  function emit(event: ProbeChangeEvent): void {
+    for (const listener of listeners) {
+      try {
+        listener(event)
+      } catch (error) {
+        logger.error({ err: error, event }, 'probe change listener threw')
+      }
+    }
+  }
+
+  function send(entry: LinkEntry, packet: ProbePacket): boolean {
+    if (!entry.socket) return false
+    entry.socket.send(encodeProbePacket(packet), entry.link.peer4, port)
+    return true
+  }
+
+  // ── direct links ──────────────────────────────────────────────────────────
+
+  function applyDirectTransition(entry: LinkEntry, transition: Transition): void {
+    if (transition === undefined) return
+    const peerId = entry.link.peerId
+    if (transition === 'dead') logger.info({ peer: peerId, lossPct: lossPct(entry.estimator) }, 'probe: link dead')
+    else logger.info({ peer: peerId, rttMs: entry.estimator.srttMs }, 'probe: link alive')
+    // Relayed probes to this peer change their return leg before anyone hears of it,
+    // so a listener that reads a snapshot sees the relay paths' new semantics.
+    const toward = relays.get(peerId)
+    if (toward) {
+      for (const relayEntry of toward.values()) {
+        switchReturnLeg(relayEntry, returnLegFor(transition === 'alive'))
+        if (transition === 'dead') sendRelayProbeNow(relayEntry)
+      }
+    }
+    emit({ kind: transition === 'dead' ? 'link-dead' : 'link-alive', peerId })
+  }
+
+  function sendDirectProbe(entry: LinkEntry, onReply?: (rttMs: number) => void): boolean {
+    if (!entry.socket) return false
+    const seq = allocateSeq()
+    const probe: Pending = { target: { kind: 'direct', peerId: entry.link.peerId }, sentAt: now(), state: 'waiting', onReply }
+    pending.set(seq, probe)
+    probe.timer = timers.setTimeout(() => {
+      probeTimedOut(seq)
+    }, onReply ? DIRECT_TIMEOUT.maxMs : probeTimeoutMs(entry.estimator, DIRECT_TIMEOUT))
+    send(entry, { type: 'echo-request', seq })
+    return true
+  }
+
+  function scheduleDirect(entry: LinkEntry): void {
+    if (entry.probeTimer !== undefined) timers.clearTimeout(entry.probeTimer)
+    entry.probeTimer = timers.setTimeout(() => {
+      entry.probeTimer = undefined
+      if (entry.lifetime.signal.aborted) return
+      sendDirectProbe(entry)
+      scheduleDirect(entry)
+    }, directProbeDelayMs(entry.active, random()))
+  }
+
+  function stopLink(entry: LinkEntry): void {
+    entry.lifetime.abort()
+    if (entry.probeTimer !== undefined) timers.clearTimeout(entry.probeTimer)
+    entry.probeTimer = undefined
+    entry.socket?.close()
+    entry.socket = undefined
+    for (const [seq, probe] of pending) {
+      if (probe.target.kind === 'direct' && probe.target.peerId === entry.link.peerId) dropPending(seq)
+    }
+  }
+
+  async function bindLink(entry: LinkEntry): Promise<void> {
+    const lifetime = entry.lifetime.signal
+    let reported = false
+    while (!lifetime.aborted) {
+      try {
+        const socket = await socketFactory(
+          {
+            address: entry.link.local4,
+            port,
+            onMessage: (bytes, from, receivedAt) => {
+              receive(entry, bytes, from, receivedAt ?? now())
+            },
+            onError: (error) => {
+              logger.debug({ peer: entry.link.peerId, err: error.message }, 'probe socket error')
+            },
+          },
+          lifetime,
+        )
+        if (lifetime.aborted) {
+          socket.close()
+          return
+        }
+        entry.socket = socket
+        logger.debug({ peer: entry.link.peerId, local: entry.link.local4 }, 'probe socket bound')
+        sendDirectProbe(entry)
+        scheduleDirect(entry)
+        for (const toward of relays.values()) {
+          const relayEntry = toward.get(entry.link.peerId)
+          if (relayEntry) sendRelayProbeNow(relayEntry)
+        }
+        return
+      } catch (error) {
+        if (lifetime.aborted) return
+        // The address is usually just not assigned yet (links come before addresses); say so once.
+        if (!reported) logger.info({ peer: entry.link.peerId, local: entry.link.local4, err: (error as Error).message }, 'probe: cannot bind yet, retrying')
+        reported = true
+        await delay(BIND_RETRY_MS, lifetime)
+      }
+    }
+  }
+
+  function delay(ms: number, until: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (until.aborted) {
+        resolve()
+        return
+      }
+      const done = (): void => {
+        until.removeEventListener('abort', done)
+        timers.clearTimeout(handle)
+        resolve()
+      }
+      const handle = timers.setTimeout(done, ms)
+      until.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  // ── relayed paths ─────────────────────────────────────────────────────────
+
+  function directAlive(peerId: string): boolean {
+    return links.get(peerId)?.estimator.alive === true
+  }
+
+  function switchReturnLeg(relayEntry: RelayEntry, returnLeg: ReturnLeg): void {
+    if (relayEntry.returnLeg === returnLeg) return
+    relayEntry.returnLeg = returnLeg
+    relayEntry.estimator = restartSmoothing(relayEntry.estimator)
+    // Probes in flight asked for the other leg: their answers (or silence) say nothing about this one.
+    for (const probe of pending.values()) {
+      const target = probe.target
+      if (target.kind === 'relay' && target.destination === relayEntry.destination && target.relay === relayEntry.relay && !probe.onReply) probe.state = 'abandoned'
+    }
+  }
+
+  function sendRelayProbe(relayEntry: RelayEntry, returnLeg: ReturnLeg, onReply?: (rttMs: number) => void): boolean {
+    const relayLink = links.get(relayEntry.relay)
+    if (!relayLink?.socket) return false
+    const seq = allocateSeq()
+    const probe: Pending = { target: { kind: 'relay', destination: relayEntry.destination, relay: relayEntry.relay, returnLeg }, sentAt: now(), state: 'waiting', onReply }
+    pending.set(seq, probe)
+    probe.timer = timers.setTimeout(() => {
+      probeTimedOut(seq)
+    }, onReply ? RELAY_TIMEOUT.maxMs : probeTimeoutMs(relayEntry.estimator, RELAY_TIMEOUT))
+    send(relayLink, { type: 'relay-request', seq, returnLeg, destination: relayEntry.destination })
+    return true
+  }
+
+  function sendRelayProbeNow(relayEntry: RelayEntry): void {
+    switchReturnLeg(relayEntry, returnLegFor(directAlive(relayEntry.destination)))
+    sendRelayProbe(relayEntry, relayEntry.returnLeg)
+    scheduleRelay(relayEntry)
+  }
+
+  function scheduleRelay(relayEntry: RelayEntry): void {
+    if (relayEntry.probeTimer !== undefined) timers.clearTimeout(relayEntry.probeTimer)
+    relayEntry.probeTimer = timers.setTimeout(() => {
+      relayEntry.probeTimer = undefined
+      sendRelayProbeNow(relayEntry)
+    }, jitteredDelayMs(RELAY_INTERVAL_MS, random()))
+  }
+
+  function stopRelay(relayEntry: RelayEntry): void {
+    if (relayEntry.probeTimer !== undefined) timers.clearTimeout(relayEntry.probeTimer)
+    relayEntry.probeTimer = undefined
+    for (const [seq, probe] of pending) {
+      const target = probe.target
+      if (target.kind === 'relay' && target.destination === relayEntry.destination && target.relay === relayEntry.relay && !probe.onReply) dropPending(seq)
+    }
+  }
+
+  // ── replies and timeouts ──────────────────────────────────────────────────
+
+  function dropPending(seq: number): void {
+    const probe = pending.get(seq)
+    if (!probe) return
+    if (probe.timer !== undefined) timers.clearTimeout(probe.timer)
+    pending.delete(seq)
+  }
+
+  function probeTimedOut(seq: number): void {
+    const probe = pending.get(seq)
+    if (!probe) return
+    probe.timer = undefined
+    if (probe.state !== 'waiting' || probe.onReply) {
+      pending.delete(seq)
+      return
+    }
+    probe.state = 'lost'
+    probe.timer = timers.setTimeout(() => {
+      pending.delete(seq)
+    }, LATE_REPLY_GRACE_MS)
+    const target = probe.target
+    if (target.kind === 'direct') {
+      const entry = links.get(target.peerId)
+      if (!entry) return
+      const step = recordMiss(entry.estimator)
+      entry.estimator = step.estimator
+      applyDirectTransition(entry, step.transition)
+    } else {
+      const relayEntry = relays.get(target.destination)?.get(target.relay)
+      if (!relayEntry) return
+      const step = recordMiss(relayEntry.estimator)
+      relayEntry.estimator = step.estimator
+      if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: step.transition === 'alive' }, 'probe: relayed path liveness changed')
+    }
+  }
+
+  /** Matches a reply to its probe; `matches` checks that it came from where the probe's answer must come from. */
+  function settle(seq: number, matches: (target: PendingTarget) => boolean, rttMs: number): void {
+    const probe = pending.get(seq)
+    if (!probe || !matches(probe.target)) return
+    dropPending(seq)
+    if (probe.onReply) {
+      probe.onReply(rttMs)
+      return
+    }
+    if (probe.state === 'abandoned') return
+    const target = probe.target
+    if (target.kind === 'direct') {
+      const entry = links.get(target.peerId)
+      if (!entry) return
+      if (probe.state === 'lost') {
+        entry.estimator = recordLateReply(entry.estimator, rttMs)
+        return
+      }
+      const step = recordReply(entry.estimator, rttMs, now())
+      entry.estimator = step.estimator
+      applyDirectTransition(entry, step.transition)
+    } else {
+      const relayEntry = relays.get(target.destination)?.get(target.relay)
+      if (!relayEntry || relayEntry.returnLeg !== target.returnLeg) return
+      if (probe.state === 'lost') {
+        relayEntry.estimator = recordLateReply(relayEntry.estimator, rttMs)
+        return
+      }
+      const step = recordReply(relayEntry.estimator, rttMs, now())
+      relayEntry.estimator = step.estimator
+      if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: true }, 'probe: relayed path liveness changed')
+    }
+  }
+
+  function receive(entry: LinkEntry, bytes: Uint8Array, from: { address: string; port: number }, receivedAt: number): void {
+    // Only the peer's own link address is accepted on a link's socket.
+    if (from.address !== entry.link.peer4 || entry.lifetime.signal.aborted) return
+    const decoded = decodeProbePacket(bytes)
+    if (!decoded.ok) {
+      logger.debug({ peer: entry.link.peerId, reason: decoded.reason }, 'probe: dropped a malformed packet')
+      return
+    }
+    const packet = decoded.packet
+    const arrivedOn = entry.link.peerId
+    const dwellUs = (): number => Math.min(10_000_000, Math.max(0, Math.round((now() - receivedAt) * 1000)))
+    switch (packet.type) {
+      case 'echo-request':
+        if (!allow(`echo:${arrivedOn}`, ECHO_RATE) || !entry.socket) return
+        entry.socket.send(encodeProbePacket({ type: 'echo-reply', seq: packet.seq, responderDwellUs: dwellUs() }), from.address, from.port)
+        return
+      case 'echo-reply':
+        settle(packet.seq, (t) => t.kind === 'direct' && t.peerId === arrivedOn, receivedAt - pendingSentAt(packet.seq) - packet.responderDwellUs / 1000)
+        return
+      case 'relay-request': {
+        // We are the relay: only for requesters we have a link to (the one it came on) and destinations we have a link to.
+        const onward = links.get(packet.destination)
+        if (packet.destination === selfId || packet.destination === arrivedOn || !onward?.socket) return
+        if (!allow(`relay:${arrivedOn}`, RELAY_RATE)) return
+        send(onward, { type: 'relay-forward', seq: packet.seq, returnLeg: packet.returnLeg, requester: arrivedOn, relayDwellUs: dwellUs() })
+        return
+      }
+      case 'relay-forward': {
+        // We are the destination; the relay is the peer it came from.
+        if (packet.requester === selfId || packet.requester === arrivedOn) return
+        if (!allow(`relay:${packet.requester}`, RELAY_RATE)) return
+        if (packet.returnLeg === 'direct') {
+          const back = links.get(packet.requester)
+          if (!back?.socket) return
+          send(back, { type: 'relay-reply', seq: packet.seq, returnLeg: 'direct', requester: packet.requester, relayDwellUs: packet.relayDwellUs, responderDwellUs: dwellUs() })
+        } else {
+          send(entry, { type: 'relay-reply', seq: packet.seq, returnLeg: 'relay', requester: packet.requester, relayDwellUs: packet.relayDwellUs, responderDwellUs: dwellUs() })
+        }
+        return
+      }
+      case 'relay-reply': {
+        if (packet.returnLeg === 'direct') {
+          // We are the requester; the destination answered over its direct link to us.
+          if (packet.requester !== selfId) return
+          const extraMs = (packet.relayDwellUs + packet.responderDwellUs) / 1000
+          settle(packet.seq, (t) => t.kind === 'relay' && t.destination === arrivedOn && t.returnLeg === 'direct', receivedAt - pendingSentAt(packet.seq) - extraMs)
+          return
+        }
+        // We are the relay on the way back: forward to the requester.
+        const back = links.get(packet.requester)
+        if (packet.requester === selfId || packet.requester === arrivedOn || !back?.socket) return
+        if (!allow(`relay:${packet.requester}`, RELAY_RATE)) return
+        send(back, {
+          type: 'relay-return',
+          seq: packet.seq,
+          destination: arrivedOn,
+          relayDwellUs: packet.relayDwellUs,
+          responderDwellUs: packet.responderDwellUs,
+          returnDwellUs: dwellUs(),
+        })
+        return
+      }
+      case 'relay-return': {
+        const extraMs = (packet.relayDwellUs + packet.responderDwellUs + packet.returnDwellUs) / 1000
+        settle(
+          packet.seq,
+          (t) => t.kind === 'relay' && t.relay === arrivedOn && t.destination === packet.destination && t.returnLeg === 'relay',
+          receivedAt - pendingSentAt(packet.seq) - extraMs,
+        )
+        return
+      }
+    }
+  }
+
+  function pendingSentAt(seq: number): number {
+    return pending.get(seq)?.sentAt ?? Number.NaN
+  }
+
+  // ── public API ────────────────────────────────────────────────────────────
+
+  function linkStats(entry: LinkEntry): LinkStats {
+    const e = entry.estimator
+    return {
+      peerId: entry.link.peerId,
+      alive: e.alive,
+      ...(e.srttMs === undefined ? {} : { rttMs: e.srttMs }),
+      ...(e.jitterMs === undefined ? {} : { jitterMs: e.jitterMs }),
+      lossPct: lossPct(e),
+      samples: e.outcomes.length,
+      ...(e.lastReplyAt === undefined ? {} : { lastReplyAt: e.lastReplyAt }),
+    }
+  }
+
+  function relayedStats(relayEntry: RelayEntry): RelayedStats {
+    const e = relayEntry.estimator
+    return {
+      destination: relayEntry.destination,
+      relay: relayEntry.relay,
+      // A relay path is only as alive as our link to the relay, which is probed faster.
+      alive: e.alive && directAlive(relayEntry.relay),
+      ...(e.srttMs === undefined ? {} : { rttMs: e.srttMs }),
+      ...(e.jitterMs === undefined ? {} : { jitterMs: e.jitterMs }),
+      lossPct: lossPct(e),
+      samples: e.outcomes.length,
+      returnLeg: relayEntry.returnLeg,
+    }
+  }
+
+  const service: ProbeService = {
+    setLinks(next) {
+      if (closing.signal.aborted) return
+      const wanted = new Map<string, ProbeLink>()
+      for (const link of next) {
+        if (link.peerId === selfId) continue
+        wanted.set(link.peerId, link)
+      }
+      for (const [peerId, entry] of links) {
+        const link = wanted.get(peerId)
+        if (link && link.local4 === entry.link.local4 && link.peer4 === entry.link.peer4) continue
+        stopLink(entry)
+        links.delete(peerId)
+        if (entry.estimator.alive) logger.info({ peer: peerId }, 'probe: link removed')
+      }
+      for (const [peerId, link] of wanted) {
+        if (links.has(peerId)) continue
+        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), active: false, estimator: initialEstimator }
+        links.set(peerId, entry)
+        void bindLink(entry)
+      }
+      for (const toward of relays.values()) for (const relayEntry of toward.values()) switchReturnLeg(relayEntry, returnLegFor(directAlive(relayEntry.destination)))
+    },
+
+    setRelayCandidates(candidates) {
+      if (closing.signal.aborted) return
+      for (const [destination, toward] of relays) {
+        const wantedRelays = new Set(candidates.get(destination) ?? [])
+        for (const [relay, relayEntry] of toward) {
+          if (wantedRelays.has(relay)) continue
+          stopRelay(relayEntry)
+          toward.delete(relay)
+        }
+        if (toward.size === 0) relays.delete(destination)
+      }
+      for (const [destination, relayIds] of candidates) {
+        if (destination === selfId || !isEncodableNodeId(destination)) continue
+        for (const relay of relayIds) {
+          if (relay === selfId || relay === destination || relays.get(destination)?.has(relay)) continue
+          let toward = relays.get(destination)
+          if (!toward) {
+            toward = new Map()
+            relays.set(destination, toward)
+          }
+          const relayEntry: RelayEntry = { destination, relay, returnLeg: returnLegFor(directAlive(destination)), estimator: initialEstimator }
+          toward.set(relay, relayEntry)
+          // Spread the first probes so a new candidate set does not go out as one burst.
+          relayEntry.probeTimer = timers.setTimeout(() => {
+            relayEntry.probeTimer = undefined
+            sendRelayProbeNow(relayEntry)
+          }, jitteredDelayMs({ min: 0, max: RELAY_INTERVAL_MS.min }, random()))
+        }
+      }
+    },
+
+    setActive(peerId, active) {
+      const entry = links.get(peerId)
+      if (!entry || entry.active === active) return
+      entry.active = active
+      // Going active: the next probe comes within the active interval, not after the rest of an idle one.
+      if (active && entry.socket) scheduleDirect(entry)
+    },
+
+    snapshot() {
+      const snapshot: ProbeSnapshot = { links: new Map(), relayed: new Map() }
+      for (const [peerId, entry] of links) snapshot.links.set(peerId, linkStats(entry))
+      for (const [destination, toward] of relays) {
+        snapshot.relayed.set(destination, new Map([...toward].map(([relay, relayEntry]) => [relay, relayedStats(relayEntry)])))
+      }
+      return snapshot
+    },
+
+    onChange(listener) {
+      listeners.add(listener)
+      return () => {
+        listeners.delete(listener)
+      }
+    },
+
+    async ping(peerId, options) {
+      const intervalMs = options.intervalMs ?? 250
+      const timeoutMs = options.timeoutMs ?? 1000
+      const paths: PingPath[] = []
+      const senders: (() => boolean)[] = []
+      const record = (path: PingPath) => (rttMs: number) => {
+        path.received++
+        path.rttsMs.push(rttMs)
+        replies++
+      }
+      let replies = 0
+      let sent = 0
+      const direct = links.get(peerId)
+      if (direct) {
+        const path: PingPath = { via: null, returnLeg: 'direct', sent: 0, received: 0, rttsMs: [] }
+        paths.push(path)
+        senders.push(() => {
+          const ok = sendDirectProbe(direct, record(path))
+          if (ok) path.sent++
+          return ok
+        })
+      }
+      const returnLeg = returnLegFor(directAlive(peerId))
+      for (const relay of relays.get(peerId)?.keys() ?? []) {
+        const path: PingPath = { via: relay, returnLeg, sent: 0, received: 0, rttsMs: [] }
+        paths.push(path)
+        const shape: RelayEntry = { destination: peerId, relay, returnLeg, estimator: initialEstimator }
+        senders.push(() => {
+          const ok = sendRelayProbe(shape, returnLeg, record(path))
+          if (ok) path.sent++
+          return ok
+        })
+      }
+      const stop = AbortSignal.any([options.signal, closing.signal])
+      for (let round = 0; round < options.count && !stop.aborted; round++) {
+        for (const sendOne of senders) if (sendOne()) sent++
+        await delay(round === options.count - 1 ? 0 : intervalMs, stop)
+      }
+      // Wait for the last replies, polling cheaply; ping is interactive, not hot.
+      const waitUntil = now() + timeoutMs
+      while (!stop.aborted && replies < sent && now() < waitUntil) await delay(20, stop)
+      for (const path of paths) {
+        if (path.rttsMs.length === 0) continue
+        path.minMs = Math.min(...path.rttsMs)
+        path.maxMs = Math.max(...path.rttsMs)
+        path.avgMs = path.rttsMs.reduce((sum, value) => sum + value, 0) / path.rttsMs.length
+      }
+      return { peerId, paths } satisfies PingResult
+    },
+
+    close() {
+      if (closing.signal.aborted) return Promise.resolve()
+      closing.abort()
+      signal.removeEventListener('abort', onAbort)
+      for (const entry of links.values()) stopLink(entry)
+      links.clear()
+      for (const toward of relays.values()) for (const relayEntry of toward.values()) stopRelay(relayEntry)
+      relays.clear()
+      for (const seq of [...pending.keys()]) dropPending(seq)
+      listeners.clear()
+      return Promise.resolve()
+    },
+  }
+  if (signal.aborted) void service.close()
+  return service
+}

@@ -1,0 +1,139 @@
+// Public types of the prober (src/probe). Plain data only: the path selector
+// (src/paths) consumes snapshots and events; it never sees sockets.
+
+import type { Logger } from '../logging/logger.js'
+
+/** One direct mesh link: the point-to-point link-local pair on the WireGuard link to `peerId`. */
+export interface ProbeLink {
+  peerId: string
+  /** Our address on the link (169.254.x.y); the link's probe socket binds to it. */
+  local4: string
+  /** The peer's address on the link; routed over that link by the `/32 peer /32` address. */
+  peer4: string
+}
+
+/** Direct-link measurements. RTT excludes the responder's dwell time. */
+export interface LinkStats {
+  peerId: string
+  /** False until the first reply, and after 3 consecutive misses. */
+  alive: boolean
+  /** Smoothed RTT (EWMA, gain 1/8), ms. */
+  rttMs?: number
+  /** RFC 3550-style mean deviation of consecutive RTTs (gain 1/16), ms. */
+  jitterMs?: number
+  /** Loss over the last LOSS_WINDOW probes that were decided (answered or timed out), 0–100. */
+  lossPct: number
+  /** How many decided probes the loss window holds. */
+  samples: number
+  /** The service clock (`now()`) at the last reply. */
+  lastReplyAt?: number
+}
+
+/**
+ * A→relay→destination→(A directly | relay→A), dwell times of relay and
+ * destination subtracted. With `returnLeg: 'direct'` the return leg is the same
+ * as the direct probe's, so `rttMs − links.get(destination).rttMs` is the
+ * forward delay through the relay minus the direct forward delay (negative:
+ * the relay is faster forward). With `returnLeg: 'relay'` (our direct link to
+ * the destination is dead or missing) it is a full relayed round trip.
+ */
+export interface RelayedStats {
+  destination: string
+  relay: string
+  alive: boolean
+  rttMs?: number
+  jitterMs?: number
+  lossPct: number
+  samples: number
+  returnLeg: ReturnLeg
+}
+
+export type ReturnLeg = 'direct' | 'relay'
+
+export interface ProbeSnapshot {
+  links: Map<string, LinkStats>
+  /** destination → relay → stats */
+  relayed: Map<string, Map<string, RelayedStats>>
+}
+
+export interface ProbeChangeEvent {
+  kind: 'link-dead' | 'link-alive'
+  peerId: string
+}
+
+/** One path measured by `ping`: direct (`via: null`) or through a relay. */
+export interface PingPath {
+  via: string | null
+  returnLeg: ReturnLeg
+  sent: number
+  received: number
+  /** Dwell-corrected RTT of every reply, in arrival order, ms. */
+  rttsMs: number[]
+  minMs?: number
+  avgMs?: number
+  maxMs?: number
+}
+
+export interface PingResult {
+  peerId: string
+  paths: PingPath[]
+}
+
+export interface PingOptions {
+  count: number
+  signal: AbortSignal
+  /** Between rounds; default 250 ms. */
+  intervalMs?: number
+  /** How long to wait for the last round's replies; default 1000 ms. */
+  timeoutMs?: number
+}
+
+/** A bound UDP socket, as the service needs it. */
+export interface ProbeSocket {
+  send(bytes: Uint8Array, address: string, port: number): void
+  close(): void
+}
+
+export interface ProbeSocketOptions {
+  address: string
+  port: number
+  /** `receivedAt` (service clock) when the socket layer knows it; otherwise the service reads its clock on entry. */
+  onMessage: (bytes: Uint8Array, from: { address: string; port: number }, receivedAt?: number) => void
+  onError: (error: Error) => void
+}
+
+/** Binds a socket; rejects if the address cannot be bound (e.g. not yet assigned). Default: node:dgram. */
+export type ProbeSocketFactory = (options: ProbeSocketOptions, signal: AbortSignal) => Promise<ProbeSocket>
+
+export interface ProbeTimers {
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+export interface ProbeServiceDeps {
+  selfId: string
+  /** UDP port on every link address; the same on every host. Default 7374. */
+  port?: number
+  logger: Logger
+  /** Monotonic clock in ms (fractions allowed); used for RTTs, dwell times and lastReplyAt. Default: performance.timeOrigin + performance.now(). */
+  now?: () => number
+  socketFactory?: ProbeSocketFactory
+  timers?: ProbeTimers
+  /** [0, 1); jitters the probe schedule. Default Math.random. */
+  random?: () => number
+}
+
+export interface ProbeService {
+  /** Replaces the set of links; binds new sockets (retrying until the address exists) and closes removed ones. */
+  setLinks(links: ProbeLink[]): void
+  /** destination → relay peer ids to probe through. Replaces the previous candidates. */
+  setRelayCandidates(candidates: Map<string, string[]>): void
+  /** Traffic is flowing on the link to `peerId`: probe it fast (250–300 ms) instead of idle (1–2 s). */
+  setActive(peerId: string, active: boolean): void
+  snapshot(): ProbeSnapshot
+  /** Fires synchronously on liveness transitions; returns an unsubscribe function. */
+  onChange(listener: (event: ProbeChangeEvent) => void): () => void
+  /** `meshd ping <peer>`: direct and through each candidate relay, RTT per path. */
+  ping(peerId: string, options: PingOptions): Promise<PingResult>
+  close(): Promise<void>
+}

@@ -1,0 +1,142 @@
+// The pure parts of the prober: estimators (RTT, jitter, loss, liveness) and
+// scheduling decisions, table-driven with exact values.
+
+import { describe, expect, it } from 'vitest'
+import {
+  DEAD_AFTER_MISSES,
+  LOSS_WINDOW,
+  initialEstimator,
+  lossPct,
+  probeTimeoutMs,
+  recordLateReply,
+  recordMiss,
+  recordReply,
+  restartSmoothing,
+  type Estimator,
+  type Transition,
+} from '../../src/probe/estimator.js'
+import { DIRECT_TIMEOUT, directProbeDelayMs, returnLegFor, takeToken } from '../../src/probe/schedule.js'
+
+type Event = number | 'miss' | { late: number }
+
+/** Applies replies (RTT in ms), misses and late replies in order; returns the final state and every transition. */
+function run(events: Event[]): { estimator: Estimator; transitions: Transition[] } {
+  let estimator = initialEstimator
+  const transitions: Transition[] = []
+  events.forEach((event, at) => {
+    if (event === 'miss') {
+      const step = recordMiss(estimator)
+      estimator = step.estimator
+      transitions.push(step.transition)
+    } else if (typeof event === 'number') {
+      const step = recordReply(estimator, event, at)
+      estimator = step.estimator
+      transitions.push(step.transition)
+    } else {
+      estimator = recordLateReply(estimator, event.late)
+      transitions.push(undefined)
+    }
+  })
+  return { estimator, transitions }
+}
+
+describe('probe estimator', () => {
+  it.each([
+    { name: 'one reply', events: [10], srtt: 10, jitter: undefined },
+    { name: 'two replies', events: [10, 18], srtt: 11, jitter: 8 },
+    { name: 'three replies', events: [10, 18, 10], srtt: 10.875, jitter: 8 },
+    { name: 'jitter gain 1/16', events: [10, 26, 26], srtt: 13.75, jitter: 15 },
+    { name: 'a miss leaves RTT alone', events: [10, 'miss', 18], srtt: 11, jitter: 8 },
+    { name: 'a late reply feeds RTT', events: [10, 'miss', { late: 90 }], srtt: 20, jitter: 80 },
+  ] as { name: string; events: Event[]; srtt: number; jitter: number | undefined }[])('RTT and jitter: $name', ({ events, srtt, jitter }) => {
+    const { estimator } = run(events)
+    expect(estimator.srttMs).toBeCloseTo(srtt, 9)
+    expect(estimator.jitterMs).toBe(jitter)
+  })
+
+  it.each([
+    { name: 'unknown until the first reply', events: [], alive: false, transitions: [] },
+    { name: 'first reply makes it alive', events: [5], alive: true, transitions: ['alive'] },
+    { name: 'misses before any reply do not kill what never lived', events: ['miss', 'miss', 'miss', 'miss'], alive: false, transitions: [undefined, undefined, undefined, undefined] },
+    { name: 'two misses keep it alive', events: [5, 'miss', 'miss'], alive: true, transitions: ['alive', undefined, undefined] },
+    { name: 'three consecutive misses kill it', events: [5, 'miss', 'miss', 'miss'], alive: false, transitions: ['alive', undefined, undefined, 'dead'] },
+    { name: 'a reply in between resets the count', events: [5, 'miss', 'miss', 5, 'miss', 'miss'], alive: true, transitions: ['alive', undefined, undefined, undefined, undefined, undefined] },
+    { name: 'dead fires once', events: [5, 'miss', 'miss', 'miss', 'miss'], alive: false, transitions: ['alive', undefined, undefined, 'dead', undefined] },
+    { name: 'a late reply does not revive', events: [5, 'miss', 'miss', 'miss', { late: 300 }], alive: false, transitions: ['alive', undefined, undefined, 'dead', undefined] },
+    { name: 'an in-time reply revives', events: [5, 'miss', 'miss', 'miss', 6], alive: true, transitions: ['alive', undefined, undefined, 'dead', 'alive'] },
+  ] as { name: string; events: Event[]; alive: boolean; transitions: Transition[] }[])('liveness: $name', ({ events, alive, transitions }) => {
+    const result = run(events)
+    expect(result.estimator.alive).toBe(alive)
+    expect(result.transitions).toEqual(transitions)
+  })
+
+  it('dies after exactly DEAD_AFTER_MISSES', () => {
+    expect(DEAD_AFTER_MISSES).toBe(3)
+  })
+
+  it.each([
+    { name: 'no samples', events: [], loss: 0, samples: 0 },
+    { name: 'one of four lost', events: [1, 'miss', 1, 1], loss: 25, samples: 4 },
+    { name: 'a late reply is not counted twice', events: [1, 'miss', { late: 1 }, 1], loss: 100 / 3, samples: 3 },
+    { name: 'the window slides', events: [...Array<Event>(LOSS_WINDOW).fill('miss'), ...Array<Event>(LOSS_WINDOW / 2).fill(1)], loss: 50, samples: LOSS_WINDOW },
+  ] as { name: string; events: Event[]; loss: number; samples: number }[])('loss: $name', ({ events, loss, samples }) => {
+    const { estimator } = run(events)
+    expect(lossPct(estimator)).toBeCloseTo(loss, 9)
+    expect(estimator.outcomes.length).toBe(samples)
+  })
+
+  it('restartSmoothing forgets samples and keeps liveness', () => {
+    const { estimator } = run([10, 20, 'miss', 'miss'])
+    const restarted = restartSmoothing(estimator)
+    expect(restarted).toEqual({ alive: true, outcomes: [], consecutiveMisses: 0, lastReplyAt: 1 })
+    // Two more misses do not kill it: the count restarted too.
+    expect(recordMiss(recordMiss(restarted).estimator).estimator.alive).toBe(true)
+  })
+
+  it.each([
+    { name: 'initial', events: [], timeout: 1000 },
+    { name: 'floor', events: [10, 10], timeout: 250 },
+    { name: '2·srtt + 4·jitter', events: [100, 140], timeout: 2 * 105 + 4 * 40 },
+    { name: 'ceiling', events: [900], timeout: 1500 },
+  ] as { name: string; events: Event[]; timeout: number }[])('probe timeout: $name', ({ events, timeout }) => {
+    expect(probeTimeoutMs(run(events).estimator, DIRECT_TIMEOUT)).toBe(timeout)
+  })
+})
+
+describe('probe schedule', () => {
+  it.each([
+    [true, 0, 250],
+    [true, 0.999999, 300],
+    [false, 0, 1000],
+    [false, 0.5, 1500],
+  ] as const)('active=%s random=%s → about %i ms', (active, random, ms) => {
+    expect(directProbeDelayMs(active, random)).toBeCloseTo(ms, 3)
+  })
+
+  it('death is noticed within about a second while active: 3 intervals plus the floor timeout', () => {
+    expect(3 * directProbeDelayMs(true, 1) + DIRECT_TIMEOUT.minMs).toBeLessThanOrEqual(1150)
+  })
+
+  it.each([
+    [true, 'direct'],
+    [false, 'relay'],
+    [undefined, 'relay'],
+  ] as const)('direct link alive=%s → return leg %s', (alive, leg) => {
+    expect(returnLegFor(alive)).toBe(leg)
+  })
+
+  it('token bucket: burst, then the refill rate', () => {
+    const rate = { perSecond: 10, burst: 3 }
+    let bucket = undefined as ReturnType<typeof takeToken>['bucket'] | undefined
+    const allowedAt = (now: number): boolean => {
+      const step = takeToken(bucket, now, rate)
+      bucket = step.bucket
+      return step.allowed
+    }
+    expect([0, 0, 0, 0].map(allowedAt)).toEqual([true, true, true, false])
+    expect(allowedAt(50)).toBe(false) // half a token
+    expect(allowedAt(100)).toBe(true)
+    expect(allowedAt(10_000)).toBe(true) // refill caps at the burst
+    expect([10_000, 10_000, 10_000].map(allowedAt)).toEqual([true, true, false])
+  })
+})

@@ -1,0 +1,202 @@
+// The prober over a fake socket layer and a fake clock: direct stats, relayed
+// probes with dwell subtraction, the return-leg switch on direct-link death,
+// and the relay's refusals (no link, foreign source, rate limit).
+
+import { pino } from 'pino'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { encodeProbePacket } from '../../src/probe/codec.js'
+import { createProbeService } from '../../src/probe/service.js'
+import type { ProbeChangeEvent, ProbeService } from '../../src/probe/types.js'
+import { FakeProbeNetwork } from '../support/probe-fake-network.js'
+
+const ids = {
+  a: '12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+  b: '12D3KooWBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB',
+  c: '12D3KooWCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC',
+}
+type Node = keyof typeof ids
+const logger = pino({ level: 'silent' })
+
+interface Mesh {
+  network: FakeProbeNetwork
+  services: Record<Node, ProbeService>
+  events: ProbeChangeEvent[]
+  controller: AbortController
+}
+
+/** The design's scenario: forward A→C 70 ms, C→A 15 ms, A–B and B–C 10 ms each way. */
+function scenario(): Mesh {
+  const now = (): number => Date.now()
+  const network = new FakeProbeNetwork(now)
+  network.link('a', 'c', 70, 15)
+  network.link('a', 'b', 10, 10)
+  network.link('b', 'c', 10, 10)
+  // Every host sits on packets for a while before handling them: dwell that must be subtracted.
+  network.setReceiveLag('a', 3)
+  network.setReceiveLag('b', 30)
+  network.setReceiveLag('c', 12)
+  const controller = new AbortController()
+  let seed = 1
+  const random = (): number => {
+    seed = (seed * 16807) % 2147483647
+    return seed / 2147483647
+  }
+  const make = (node: Node): ProbeService =>
+    createProbeService({ selfId: ids[node], logger, now, random, socketFactory: network.socketFactory(node) }, controller.signal)
+  const services = { a: make('a'), b: make('b'), c: make('c') }
+  for (const node of ['a', 'b', 'c'] as const) services[node].setLinks(network.linksOf(node, ids))
+  const events: ProbeChangeEvent[] = []
+  services.a.onChange((event) => events.push(event))
+  return { network, services, events, controller }
+}
+
+beforeEach(() => {
+  vi.useFakeTimers({ now: 1_000_000 })
+})
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+describe('probe service (fake network, fake clock)', () => {
+  it('measures direct links: RTT without the responder’s dwell, jitter, no loss', async () => {
+    const { services, events, controller } = scenario()
+    await vi.advanceTimersByTimeAsync(10_000)
+    const links = services.a.snapshot().links
+    expect(links.get(ids.c)).toMatchObject({ alive: true, lossPct: 0 })
+    // 70 + 15 one way and back, plus A's own lag (3 ms) is on A's side of the clock but
+    // read from the arrival time, so it is not counted either.
+    expect(links.get(ids.c)?.rttMs).toBeCloseTo(85, 0)
+    expect(links.get(ids.b)?.rttMs).toBeCloseTo(20, 0)
+    expect(links.get(ids.c)?.jitterMs).toBeCloseTo(0, 3)
+    expect(links.get(ids.c)?.samples).toBeGreaterThan(3)
+    expect(events).toEqual(expect.arrayContaining([{ kind: 'link-alive', peerId: ids.c }, { kind: 'link-alive', peerId: ids.b }]))
+    controller.abort()
+  })
+
+  it('compares forward legs through a relay without clock sync: relayed − direct ≈ 20 − 70', async () => {
+    const { services, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    await vi.advanceTimersByTimeAsync(10_000)
+    const snapshot = services.a.snapshot()
+    const relayed = snapshot.relayed.get(ids.c)?.get(ids.b)
+    expect(relayed).toMatchObject({ destination: ids.c, relay: ids.b, alive: true, returnLeg: 'direct', lossPct: 0 })
+    // A→B→C (20 ms) + C→A (15 ms); B's 30 ms and C's 12 ms dwell are subtracted.
+    expect(relayed?.rttMs).toBeGreaterThan(30)
+    expect(relayed?.rttMs).toBeLessThan(40)
+    const forwardDelta = (relayed?.rttMs ?? 0) - (snapshot.links.get(ids.c)?.rttMs ?? 0)
+    expect(forwardDelta).toBeLessThan(-40)
+    expect(forwardDelta).toBeGreaterThan(-60)
+    controller.abort()
+  })
+
+  it('notices a dead direct link within about a second while active, and relayed probes switch to the relay return leg', async () => {
+    const { network, services, events, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    services.a.setActive(ids.c, true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(services.a.snapshot().relayed.get(ids.c)?.get(ids.b)?.returnLeg).toBe('direct')
+
+    const cutAt = Date.now()
+    network.cut('a', 'c')
+    let deadAt: number | undefined
+    let relayedAtDeath: unknown
+    services.a.onChange((event) => {
+      if (event.kind === 'link-dead' && event.peerId === ids.c) {
+        deadAt = Date.now()
+        relayedAtDeath = services.a.snapshot().relayed.get(ids.c)?.get(ids.b)
+      }
+    })
+    await vi.advanceTimersByTimeAsync(3_000)
+    expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.c })
+    // Fake time, so this is logic, not a timing measurement.
+    expect((deadAt ?? Infinity) - cutAt).toBeLessThanOrEqual(1_200)
+    // When listeners hear of the death, the relay path already asks for the relay return leg and is still alive.
+    expect(relayedAtDeath).toMatchObject({ returnLeg: 'relay', alive: true })
+
+    const relayed = services.a.snapshot().relayed.get(ids.c)?.get(ids.b)
+    expect(relayed).toMatchObject({ alive: true, returnLeg: 'relay' })
+    // A→B→C→B→A: 4 × 10 ms, with B's dwell subtracted twice and C's once.
+    expect(relayed?.rttMs).toBeGreaterThan(35)
+    expect(relayed?.rttMs).toBeLessThan(45)
+    expect(services.a.snapshot().links.get(ids.c)).toMatchObject({ alive: false })
+    controller.abort()
+  })
+
+  it('idle links die too, at the idle rate', async () => {
+    const { network, services, events, controller } = scenario()
+    await vi.advanceTimersByTimeAsync(5_000)
+    network.cut('a', 'c')
+    await vi.advanceTimersByTimeAsync(10_000)
+    expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.c })
+    expect(services.a.snapshot().links.get(ids.b)?.alive).toBe(true)
+    controller.abort()
+  })
+
+  it('a path through a relay whose link to us is dead is not alive', async () => {
+    const { network, services, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    services.a.setActive(ids.b, true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    network.cut('a', 'b')
+    await vi.advanceTimersByTimeAsync(1_500)
+    expect(services.a.snapshot().relayed.get(ids.c)?.get(ids.b)?.alive).toBe(false)
+    controller.abort()
+  })
+
+  it('ping reports every path with its RTT', async () => {
+    const { services, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    await vi.advanceTimersByTimeAsync(3_000)
+    const pinging = services.a.ping(ids.c, { count: 3, signal: controller.signal })
+    await vi.advanceTimersByTimeAsync(3_000)
+    const result = await pinging
+    expect(result.peerId).toBe(ids.c)
+    expect(result.paths.map((p) => [p.via, p.returnLeg, p.sent, p.received])).toEqual([
+      [null, 'direct', 3, 3],
+      [ids.b, 'direct', 3, 3],
+    ])
+    expect(result.paths[0]?.avgMs).toBeCloseTo(85, 0)
+    expect(result.paths[1]?.avgMs).toBeCloseTo(35, 0)
+    controller.abort()
+  })
+
+  it('drops packets whose source is not the link’s peer address', async () => {
+    const { network, controller } = scenario()
+    await vi.advanceTimersByTimeAsync(3_000)
+    const [linkToC] = network.linksOf('a', ids).filter((l) => l.peerId === ids.c)
+    if (!linkToC) throw new Error('no link')
+    const before = network.sent.get('a>c') ?? 0
+    // An echo request from a foreign address on A's link to C gets no answer (A sends nothing extra to C).
+    for (let i = 0; i < 50; i++) network.inject(linkToC.local4, '10.0.0.66', encodeProbePacket({ type: 'echo-request', seq: i }))
+    await vi.advanceTimersByTimeAsync(0)
+    expect((network.sent.get('a>c') ?? 0) - before).toBe(0)
+    controller.abort()
+  })
+
+  it('relays only toward peers it has a link to, and rate-limits per requester', async () => {
+    const now = (): number => Date.now()
+    const network = new FakeProbeNetwork(now)
+    network.link('a', 'b', 1, 1)
+    network.link('b', 'c', 1, 1)
+    const controller = new AbortController()
+    const b = createProbeService({ selfId: ids.b, logger, now, socketFactory: network.socketFactory('b') }, controller.signal)
+    b.setLinks(network.linksOf('b', ids))
+    // A's side is played by hand: bind A's end of the a–b link to see what comes back.
+    const [aEnd] = network.linksOf('a', ids)
+    if (!aEnd) throw new Error('no link')
+    await vi.advanceTimersByTimeAsync(0)
+    const toB = (packet: Parameters<typeof encodeProbePacket>[0]): void => {
+      network.inject(aEnd.peer4, aEnd.local4, encodeProbePacket(packet))
+    }
+    const forwarded = (): number => network.sent.get('b>c') ?? 0
+    const baseline = forwarded()
+    toB({ type: 'relay-request', seq: 1, returnLeg: 'direct', destination: '12D3KooWUnknownUnknownUnknownUnknownUnknownUnknownUnk' })
+    toB({ type: 'relay-request', seq: 2, returnLeg: 'direct', destination: ids.b })
+    toB({ type: 'relay-request', seq: 3, returnLeg: 'direct', destination: ids.a })
+    expect(forwarded() - baseline).toBe(0)
+    for (let i = 0; i < 1000; i++) toB({ type: 'relay-request', seq: 10 + i, returnLeg: 'direct', destination: ids.c })
+    // The burst (100) and not one more: a flood is cut down to the bucket.
+    expect(forwarded() - baseline).toBe(100)
+    controller.abort()
+  })
+})
