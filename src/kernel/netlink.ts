@@ -13,7 +13,7 @@
 
 import { randomInt } from 'node:crypto'
 import { Protocol, RawNetlinkSocket } from 'netlink'
-import { KernelError, type CallOptions, type LinkChange, type RtnetlinkPort, type WireguardGenlPort } from './port.js'
+import { KernelError, type CallOptions, type DumpOptions, type LinkChange, type RouteDumpOptions, type RtnetlinkPort, type RuleDumpOptions, type WireguardGenlPort } from './port.js'
 import {
   RTPROT_MESHD,
   type Address,
@@ -47,7 +47,7 @@ import {
   type NlMessage,
   type NlRequest,
 } from './encode/nlattr.js'
-import { decodeRoute, encodeRouteDel, encodeRouteDump, encodeRouteReplace } from './encode/route.js'
+import { decodeRoute, encodeRouteDel, encodeRouteDump, encodeRouteReplace, RT_TABLE_COMPAT } from './encode/route.js'
 import { decodeRule, encodeRuleAdd, encodeRuleDel, encodeRuleDump } from './encode/rule.js'
 import { decodeDevice, encodeDeviceGet, encodeDeviceSet, WG_GENL_NAME } from './encode/wireguard.js'
 
@@ -429,9 +429,13 @@ class Rtnetlink implements RtnetlinkPort {
     await this.#channel.request(call, request)
   }
 
-  /** index → name for decoding dumps that name links by index. */
-  async #ifnames(call: Call): Promise<IfNameOf> {
+  /** index → name for decoding dumps that name links by index; from `links` when the caller has a dump of them. */
+  async #ifnames(call: Call, links?: readonly ObservedLink[]): Promise<IfNameOf> {
     const names = new Map<number, string>()
+    if (links !== undefined) {
+      for (const link of links) names.set(link.index, link.name)
+      return (index) => names.get(index) ?? `if${index}`
+    }
     for (const payload of await this.#dump(call, encodeLinkDump())) {
       const { index, name } = peekLink(payload)
       if (name !== undefined) names.set(index, name)
@@ -472,37 +476,43 @@ class Rtnetlink implements RtnetlinkPort {
   }
 
   /** `ip addr show` (both families) */
-  addrList(options: CallOptions): Promise<ObservedAddress[]> {
+  addrList(options: DumpOptions): Promise<ObservedAddress[]> {
     return this.#run('addrList', options, async (call) => {
-      const ifname = await this.#ifnames(call)
+      const ifname = await this.#ifnames(call, options.links)
       const payloads = await this.#dump(call, encodeAddrDump())
       return payloads.flatMap((p) => decodeAddr(p, ifname) ?? [])
     })
   }
 
-  /** `ip route show table all` and `ip -6 route show table all` */
-  routeList(options: CallOptions): Promise<ObservedRoute[]> {
+  /** `ip route show table all` and `ip -6 route show table all` (or only the tables asked for) */
+  routeList(options: RouteDumpOptions): Promise<ObservedRoute[]> {
     return this.#run('routeList', options, async (call) => {
-      const ifname = await this.#ifnames(call)
+      const ifname = await this.#ifnames(call, options.links)
+      const { tables } = options
       const routes: ObservedRoute[] = []
       for (const family of [4, 6] as const) {
         for (const payload of await this.#dump(call, encodeRouteDump(family))) {
+          // rtm_table holds tables below 256; larger ones read RT_TABLE_COMPAT there and come in RTA_TABLE.
+          const headerTable = payload.length > 4 ? payload.readUInt8(4) : RT_TABLE_COMPAT
+          if (tables !== undefined && headerTable !== RT_TABLE_COMPAT && !tables(headerTable)) continue
           const route = decodeRoute(payload, ifname)
+          if (route === undefined || (tables !== undefined && !tables(route.table))) continue
           // An AF_INET6 dump can include other families' entries on some kernels; keep only the one asked for.
-          if (route?.family === family) routes.push(route)
+          if (route.family === family) routes.push(route)
         }
       }
       return routes
     })
   }
 
-  /** `ip rule show` and `ip -6 rule show` */
-  ruleList(options: CallOptions): Promise<ObservedRule[]> {
+  /** `ip rule show` and `ip -6 rule show` (or only the priorities asked for) */
+  ruleList(options: RuleDumpOptions): Promise<ObservedRule[]> {
     return this.#run('ruleList', options, async (call) => {
       const rules: ObservedRule[] = []
       for (const family of [4, 6] as const) {
         for (const payload of await this.#dump(call, encodeRuleDump(family))) {
           const rule = decodeRule(payload)
+          if (options.priorities !== undefined && rule !== undefined && !options.priorities(rule.priority)) continue
           if (rule?.family === family) rules.push(rule)
         }
       }

@@ -154,8 +154,9 @@ function linkCreationRank(link: Link): number {
 // ── The plan ─────────────────────────────────────────────────────────────────
 
 /**
- * Operations that turn `observed` into `desired`, in apply order: links (masters
- * first), WireGuard configuration, sysctls, addresses, routes, rules — all
+ * Operations that turn `observed` into `desired`, in apply order: links (new
+ * WireGuard ones, then the rest, masters first), WireGuard configuration,
+ * sysctls, addresses, new WireGuard links' MTU and up, routes, rules — all
  * additions and changes — then deletions in reverse (rules, routes, addresses,
  * links). Objects meshd does not own are never touched. `desired` must have
  * passed validateDesiredState.
@@ -170,26 +171,30 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   const recreated = new Set<string>()
   const linksToDelete = new Set(observed.links.filter((l) => ownsLink(l) && !desiredLinkNames.has(l.name)).map((l) => l.name))
   const sortedLinks = [...desired.links].sort((a, b) => linkCreationRank(a) - linkCreationRank(b))
-  const bringUpAfterConfig: string[] = []
+  // New WireGuard links are made first, together (other links may sit on them), and
+  // come up only once configured and addressed, as wg-quick does (add, setconf,
+  // addresses, mtu + up): up without a listen port, wireguard-go binds a random one
+  // that can take the port a later link is configured with; and a down wireguard-go
+  // device does not yet wake on every route change in the namespace.
+  const wireguardRecreates: Operation[] = []
+  const wireguardCreates: Operation[] = []
+  const afterAddresses: Operation[] = []
   for (const link of sortedLinks) {
     const have = observedLinks.get(link.name)
+    const isWireguard = link.kind === 'wireguard'
     if (have && needsRecreate(link, have, options)) {
-      adds.push({ op: 'linkDel', name: link.name })
+      ;(isWireguard ? wireguardRecreates : adds).push({ op: 'linkDel', name: link.name })
       recreated.add(link.name)
     }
     if (!have || recreated.has(link.name)) {
-      if (link.kind === 'wireguard' && options.wireguardBackend === 'userspace') adds.push({ op: 'wgEnsure', name: link.name })
-      else adds.push({ op: 'linkAdd', link: bareLink(link) })
+      if (isWireguard && options.wireguardBackend === 'userspace') wireguardCreates.push({ op: 'wgEnsure', name: link.name })
+      else (isWireguard ? wireguardCreates : adds).push({ op: 'linkAdd', link: bareLink(link) })
       // A new link starts down, without master or MTU; set what is wanted in one step.
       const change: LinkChange = {}
       if (link.mtu !== undefined) change.mtu = link.mtu
       if (link.master !== undefined) change.master = link.master
-      // A new WireGuard link comes up only after its device is configured (as wg-quick
-      // does): up without a listen port, wireguard-go binds a random one that can take
-      // the port a later link is configured with.
-      if (link.up && link.kind === 'wireguard') bringUpAfterConfig.push(link.name)
-      else if (link.up) change.up = true
-      if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
+      if (link.up) change.up = true
+      if (Object.keys(change).length > 0) (isWireguard ? afterAddresses : adds).push({ op: 'linkSet', name: link.name, change })
       continue
     }
     const change: LinkChange = {}
@@ -198,6 +203,7 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
     if (have.up !== link.up) change.up = link.up
     if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
   }
+  adds.unshift(...wireguardRecreates, ...wireguardCreates)
 
   // WireGuard device configuration; a freshly (re)created device is always configured.
   const observedDevices = new Map(observed.wireguard.map((d) => [d.name, d]))
@@ -206,7 +212,6 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
     const have = observedDevices.get(device.name)
     if (fresh || !have || wireguardDeviceDiffers(device, have)) adds.push({ op: 'wgSet', device })
   }
-  for (const name of bringUpAfterConfig) adds.push({ op: 'linkSet', name, change: { up: true } })
 
   // Sysctls: set what differs; meshd does not restore old values (forwarding stays on after teardown).
   const observedSysctls = new Map(observed.sysctls.map((s) => [s.key, s.value]))
@@ -221,6 +226,7 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   for (const address of desired.addresses) {
     if (!haveAddresses.has(addressKey(address))) adds.push({ op: 'addrAdd', address })
   }
+  adds.push(...afterAddresses)
   for (const address of ownedAddresses) {
     if (!wantAddresses.has(addressKey(address)) && !recreated.has(address.link)) deletes.push({ op: 'addrDel', address: stripAddress(address) })
   }

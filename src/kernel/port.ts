@@ -20,6 +20,28 @@ export interface CallOptions {
   signal: AbortSignal
 }
 
+/** Options of the dumps that name links by index. */
+export interface DumpOptions extends CallOptions {
+  /** Links from a dump taken in the same pass: names links by index without another link dump. */
+  links?: readonly ObservedLink[]
+}
+
+/** `routeList` options: which tables to keep. */
+export interface RouteDumpOptions extends DumpOptions {
+  /**
+   * Keep only routes in tables for which this holds. The kernel filters route
+   * dumps by table only on sockets with NETLINK_GET_STRICT_CHK, which the
+   * netlink package cannot set; the port skips other tables' routes before
+   * decoding them, from the table byte of the header.
+   */
+  tables?: (table: number) => boolean
+}
+
+/** `ruleList` options: which priorities to keep (the kernel cannot filter rule dumps). */
+export interface RuleDumpOptions extends CallOptions {
+  priorities?: (priority: number) => boolean
+}
+
 /** Fields of a link that can change without re-creating it. */
 export interface LinkChange {
   mtu?: number
@@ -32,11 +54,11 @@ export interface RtnetlinkPort {
   /** `ip -d link show` */
   linkList(options: CallOptions): Promise<ObservedLink[]>
   /** `ip addr show` (both families) */
-  addrList(options: CallOptions): Promise<ObservedAddress[]>
-  /** `ip route show table all` and `ip -6 route show table all` */
-  routeList(options: CallOptions): Promise<ObservedRoute[]>
-  /** `ip rule show` and `ip -6 rule show` */
-  ruleList(options: CallOptions): Promise<ObservedRule[]>
+  addrList(options: DumpOptions): Promise<ObservedAddress[]>
+  /** `ip route show table all` and `ip -6 route show table all` (or only the tables asked for) */
+  routeList(options: RouteDumpOptions): Promise<ObservedRoute[]>
+  /** `ip rule show` and `ip -6 rule show` (or only the priorities asked for) */
+  ruleList(options: RuleDumpOptions): Promise<ObservedRule[]>
 
   /** `ip link add NAME type KIND …` (NLM_F_CREATE|NLM_F_EXCL). Not for userspace WireGuard. */
   linkAdd(link: Link, options: CallOptions): Promise<void>

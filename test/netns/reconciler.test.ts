@@ -168,7 +168,9 @@ describe('reconciler in a namespace', () => {
     expect(route[0]).toMatchObject({ gateway: '169.254.2.2', dev: wgB })
   })
 
-  it('refuses an invalid state before any change', () => {
+  it('refuses an invalid state before any change', async () => {
+    // IPv6 duplicate address detection finishing in between would change the picture by itself.
+    await pollUntil(() => (JSON.stringify(ns.ipJson('addr', 'show')).includes('"tentative"') ? undefined : true), { deadlineMs: 10_000, what: 'IPv6 DAD to finish' })
     const before = snapshot(ns)
     const bad = desired()
     ;(bad.links as unknown[]).push({ kind: 'dummy', name: 'md-abcdefghijklmnop' })

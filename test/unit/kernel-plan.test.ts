@@ -34,16 +34,17 @@ describe('planOperations', () => {
   it('builds a one-peer mesh from nothing in apply order', () => {
     const ops = planOperations(EMPTY_OBSERVED, onePeer(), { wireguardBackend: 'kernel' }).map(describeOperation)
     expect(ops).toEqual([
+      // New WireGuard links first (other links may sit on them), all together.
+      'ip link add md-w-b type wireguard',
       'ip link add md-self type dummy',
       'ip link set md-self up',
-      'ip link add md-w-b type wireguard',
-      'ip link set md-w-b mtu 1440',
       // Configured before it comes up, so it never binds a random port.
       'wg setconf md-w-b (1 peers, port 51820)',
-      'ip link set md-w-b up',
       'sysctl -w net.ipv4.conf.md-w-b.rp_filter=2',
       'ip addr add 100.64.0.1/32 dev md-self',
       'ip addr add 169.254.10.1/32 peer 169.254.10.2/32 dev md-w-b',
+      // Up once addressed, as wg-quick does, MTU in the same message.
+      'ip link set md-w-b mtu 1440 up',
       'ip route replace 100.64.0.2/32 via 169.254.10.2 dev md-w-b onlink table 7300',
       'ip -4 rule add priority 7300 to 100.64.0.0/16 lookup 7300',
     ])

@@ -13,6 +13,12 @@ export interface WireguardBackend {
   ensureInterface(name: string, options: { signal: AbortSignal }): Promise<void>
   /** Remove the interface and anything backing it (userspace: stop the process, remove the socket). */
   removeInterface(name: string, options: { signal: AbortSignal }): Promise<void>
+  /**
+   * Removes several interfaces at once (userspace: one process-table scan, every
+   * process signalled, one wait for all of them); resolves with each failure by
+   * name. Optional: without it the caller removes them one by one.
+   */
+  removeInterfaces?(names: readonly string[], options: { signal: AbortSignal }): Promise<Map<string, Error>>
   /** Names of interfaces this backend currently runs (userspace: sockets in the UAPI dir with LINK_PREFIX). */
   listInterfaces(options: { signal: AbortSignal }): Promise<string[]>
   get(name: string, options: { signal: AbortSignal }): Promise<ObservedWireguardDevice>

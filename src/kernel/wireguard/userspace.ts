@@ -151,8 +151,21 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     return inode === undefined ? { state: 'foreign' } : { state: 'ours', inode }
   }
 
-  /** Listening UAPI sockets bound in this network namespace: interface name → socket inode. */
-  async function listeners(): Promise<Map<string, string>> {
+  /**
+   * Listening UAPI sockets bound in this network namespace: interface name → socket inode.
+   * Callers that ask while a read is under way share it (parallel starts poll together).
+   */
+  let listenersRead: Promise<Map<string, string>> | undefined
+  function listeners(): Promise<Map<string, string>> {
+    if (listenersRead !== undefined) return listenersRead
+    const read = readListeners().finally(() => {
+      if (listenersRead === read) listenersRead = undefined
+    })
+    listenersRead = read
+    return read
+  }
+
+  async function readListeners(): Promise<Map<string, string>> {
     const found = new Map<string, string>()
     const table = await readFile('/proc/net/unix', 'utf8')
     for (const line of table.split('\n').slice(1)) {
@@ -166,9 +179,10 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     return found
   }
 
-  /** The pid of the wireguard-go process holding socket inode `inode`, found through /proc. */
-  async function socketOwner(inode: string): Promise<number | undefined> {
-    const target = `socket:[${inode}]`
+  /** The pids of the wireguard-go processes holding socket inodes `inodes`, found through /proc in one scan. */
+  async function socketOwners(inodes: ReadonlySet<string>): Promise<Map<string, number>> {
+    const owners = new Map<string, number>()
+    if (inodes.size === 0) return owners
     const comm = basename(wireguardGo).slice(0, 15)
     for (const entry of await readdir('/proc')) {
       if (!/^\d+$/.test(entry)) continue
@@ -176,19 +190,22 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
         // The comm check keeps this from reading every process's fd table.
         if ((await readFile(`/proc/${entry}/comm`, 'utf8')).trim() !== comm) continue
         for (const fd of await readdir(`/proc/${entry}/fd`)) {
-          if ((await readlink(`/proc/${entry}/fd/${fd}`).catch(() => '')) === target) return Number(entry)
+          const link = await readlink(`/proc/${entry}/fd/${fd}`).catch(() => '')
+          const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1]
+          if (inode !== undefined && inodes.has(inode)) owners.set(inode, Number(entry))
         }
       } catch {
         // The process exited while we looked.
       }
+      if (owners.size === inodes.size) break
     }
-    return undefined
+    return owners
   }
 
-  /** Polls `done` with a growing interval until it holds, the deadline passes, or `signal` aborts. */
+  /** Polls `done` with a growing interval (up to 25 ms) until it holds, the deadline passes, or `signal` aborts. */
   async function waitFor(operation: string, what: string, done: () => Promise<boolean>, signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + processTimeoutMs
-    for (let interval = 5; ; interval = Math.min(interval * 2, 100)) {
+    for (let interval = 2; ; interval = Math.min(interval * 2, 25)) {
       if (signal.aborted) throw new KernelError(operation, 'EABORTED', what)
       if (await done()) return
       if (Date.now() > deadline) throw new KernelError(operation, 'ETIMEDOUT', what)
@@ -234,7 +251,12 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     })
     try {
       await waitFor('wireguard ensure', `${name}: wireguard-go socket`, async () => {
-        if (child.done) throw new KernelError('wireguard ensure', 'EIO', `${name}: ${failure ?? 'wireguard-go exited'}`)
+        if (child.done) {
+          // The usual cause at scale: every wireguard-go holds an inotify instance, capped per user machine-wide.
+          const inotify = await inotifyExhaustion()
+          if (inotify !== undefined) throw new KernelError('wireguard ensure', 'EMFILE', `${name}: ${failure ?? 'wireguard-go exited'}; ${inotify}`)
+          throw new KernelError('wireguard ensure', 'EIO', `${name}: ${failure ?? 'wireguard-go exited'}`)
+        }
         return (await socketState(name)).state === 'ours'
       }, signal)
     } catch (error) {
@@ -270,8 +292,100 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     }
   }
 
-  return {
+  /**
+   * Stops several processes together: SIGTERM to all, one poll loop until all
+   * have exited, SIGKILL to those still there at the deadline. Resolves with
+   * the pids that would not exit.
+   */
+  async function stopAll(targets: readonly { name: string; pid: number }[], signal: AbortSignal): Promise<Map<string, Error>> {
+    const failures = new Map<string, Error>()
+    const gone = async ({ name, pid }: { name: string; pid: number }): Promise<boolean> => {
+      const child = children.get(name)
+      return child !== undefined && child.process.pid === pid ? child.done : !(await running(pid))
+    }
+    let left = [...targets]
+    for (const how of ['SIGTERM', 'SIGKILL'] as const) {
+      if (how === 'SIGKILL') log?.warn({ interfaces: left.map((t) => t.name) }, 'wireguard-go ignored SIGTERM; killing it')
+      for (const target of left) {
+        const child = children.get(target.name)
+        if (child !== undefined) child.stopping = true
+        try {
+          process.kill(target.pid, how)
+        } catch {
+          // already gone
+        }
+      }
+      try {
+        await waitFor('wireguard remove', `${left.length} wireguard-go processes to exit`, async () => {
+          const still = []
+          for (const target of left) if (!(await gone(target))) still.push(target)
+          left = still
+          return left.length === 0
+        }, signal)
+        break
+      } catch (error) {
+        if (how === 'SIGKILL' || !(error instanceof KernelError) || error.errno !== 'ETIMEDOUT') {
+          for (const target of left) failures.set(target.name, error instanceof Error ? error : new Error(String(error)))
+          break
+        }
+      }
+    }
+    // Our own children: wait for Node to reap them, so no zombie is left.
+    const reaped: Promise<void>[] = []
+    for (const { name, pid } of targets) {
+      const child = children.get(name)
+      if (child !== undefined && child.process.pid === pid) reaped.push(child.exited)
+    }
+    await Promise.all(reaped)
+    return failures
+  }
+
+  const backend: WireguardBackend = {
     kind: 'userspace',
+
+    async removeInterfaces(names, { signal }) {
+      const failures = new Map<string, Error>()
+      const valid: string[] = []
+      for (const name of new Set(names)) {
+        try {
+          checkCall(name, 'wireguard remove', signal)
+          valid.push(name)
+        } catch (error) {
+          failures.set(name, error instanceof Error ? error : new Error(String(error)))
+        }
+      }
+      // One read of the socket table and one scan of /proc for all of them.
+      const table = await listeners()
+      const inodes = new Map(valid.flatMap((name) => (table.has(name) ? [[name, table.get(name) ?? '']] : [])))
+      const unknown = new Set([...inodes].filter(([name]) => children.get(name) === undefined).map(([, inode]) => inode))
+      const owners = await socketOwners(unknown)
+      const targets: { name: string; pid: number }[] = []
+      const oneByOne: string[] = []
+      for (const name of valid) {
+        const inode = inodes.get(name)
+        const pid = inode === undefined ? undefined : (children.get(name)?.process.pid ?? owners.get(inode))
+        // Not ours, gone, stale, or a process we cannot see: the careful path, per interface.
+        if (pid === undefined) oneByOne.push(name)
+        else targets.push({ name, pid })
+      }
+      for (const [name, error] of await stopAll(targets, signal)) failures.set(name, error)
+      for (const { name, pid } of targets) {
+        if (failures.has(name)) continue
+        log?.info({ interface: name, pid }, 'stopped wireguard-go')
+        // wireguard-go deletes its socket on a clean exit; SIGKILL or a crash leaves it.
+        await rm(socketPath(name), { force: true })
+      }
+      await Promise.all(
+        oneByOne.map(async (name) => {
+          try {
+            await backend.removeInterface(name, { signal })
+          } catch (error) {
+            failures.set(name, error instanceof Error ? error : new Error(String(error)))
+          }
+        }),
+      )
+      return failures
+    },
 
     ensureInterface(name, { signal }) {
       return serial(name, async () => {
@@ -297,7 +411,7 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
         // Another namespace's interface is not ours to stop; removing its socket would kill it.
         if (state === 'foreign' || state === 'absent') return
         if (state === 'ours' && inode !== undefined) {
-          const pid = children.get(name)?.process.pid ?? (await socketOwner(inode))
+          const pid = children.get(name)?.process.pid ?? (await socketOwners(new Set([inode]))).get(inode)
           if (pid === undefined) {
             // Not visible as a process (another pid namespace): deleting the socket makes wireguard-go exit.
             await rm(socketPath(name), { force: true })
@@ -345,6 +459,38 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
       children.clear()
       return Promise.resolve()
     },
+  }
+  return backend
+}
+
+/**
+ * Why a wireguard-go may have died at start: every one holds an inotify
+ * instance, and fs.inotify.max_user_instances caps them per user across the
+ * whole machine (namespaces do not help). A message when this user is at the
+ * cap, undefined otherwise. Reads every process's fd table: only on failure.
+ */
+async function inotifyExhaustion(): Promise<string | undefined> {
+  try {
+    const limit = Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim())
+    const uid = process.getuid?.() ?? 0
+    let used = 0
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue
+      try {
+        const status = await readFile(`/proc/${entry}/status`, 'utf8')
+        if (Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) !== uid) continue
+        for (const fd of await readdir(`/proc/${entry}/fd`)) {
+          if ((await readlink(`/proc/${entry}/fd/${fd}`).catch(() => '')) === 'anon_inode:inotify') used++
+        }
+      } catch {
+        // exited while we looked
+      }
+    }
+    // A few to spare: instances of processes that just exited are released a little later.
+    if (used + 2 < limit) return undefined
+    return `fs.inotify.max_user_instances is ${limit} and this user's processes hold ${used}: every wireguard-go needs one (raise it, e.g. sysctl fs.inotify.max_user_instances=1024)`
+  } catch {
+    return undefined
   }
 }
 
