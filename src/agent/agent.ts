@@ -35,7 +35,10 @@ import { createMembershipService, type MembershipService } from '../membership/s
 import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
 import { chooseEndpoint, ENDPOINT_TRY_MS, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
 import { planMesh, type PeerLink } from '../planner/mesh.js'
+import { createPathController, type PathController } from '../paths/controller.js'
+import { createProbeService, type ProbeService } from '../probe/service.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
+import { loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
 import {
   loadAdmissions,
   loadIdentity,
@@ -64,6 +67,8 @@ export interface AgentInit {
   hostname?: string
   wireguard?: WireguardPreference
   resyncIntervalMs?: number
+  /** UDP port of the prober on every link-local address (default 7374). */
+  probePort?: number
 }
 
 export interface AgentComponents {
@@ -165,6 +170,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let node: MembershipNode | undefined
   let service: MembershipService | undefined
   let negotiator: LinkNegotiator | undefined
+  /** links.json: what a restart adopts (./link-store.ts). */
+  let linkStore: LinkStoreWriter | undefined
   let control: ControlServer | undefined
   let drift: DriftRepair | undefined
   let resyncTimer: NodeJS.Timeout | undefined
@@ -175,6 +182,9 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let adoptUntil = 0
   let adopted = new Set<string>()
   let monitor: LinkMonitor | undefined
+  let probes: ProbeService | undefined
+  let pathController: PathController | undefined
+  let plannedLinks: PeerLink[] = []
   let monitorTimer: NodeJS.Timeout | undefined
   const endpointAttempts = new Map<NodeId, EndpointAttempt>()
 
@@ -209,6 +219,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     if (own === undefined) return undefined
     const self = identity.nodeId
     const links = peerLinksFrom(self, negotiator.links(), publicKeyOf, endpointFor)
+    plannedLinks = links
     return planMesh({
       self: { nodeId: self, overlay4: own.overlayIpv4, overlay6: own.overlayIpv6, overlayDevice: kernel.capabilities.overlayDevice },
       privateKey: wgKeys.privateKey,
@@ -216,7 +227,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       networkCidr6: network.ipv6Ula,
       members: service.members().map((record) => ({ nodeId: record.nodeId, overlay4: record.overlayIpv4, overlay6: record.overlayIpv6 })),
       links,
-      paths: new Map(),
+      paths: pathController?.choices() ?? new Map(),
     })
   }
 
@@ -244,6 +255,21 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     }
     lastDesired = desired
     await applyDesired(desired, signal)
+    updateProbeTopology()
+  }
+
+  /** Probes follow the links the kernel now has (their sockets bind to the links' addresses). */
+  const updateProbeTopology = (): void => {
+    if (!pathController || !identity || !service) return
+    if (idle) {
+      pathController.setTopology([], [])
+      return
+    }
+    const self = identity.nodeId
+    pathController.setTopology(
+      plannedLinks.map((l) => ({ peerId: l.peerId, local4: l.local4, peer4: l.peer4 })),
+      service.members().map((m) => m.nodeId).filter((id) => id !== self),
+    )
   }
 
   /** Runs a pass now, or once more after the current one; resolves when the state as of this call is applied. */
@@ -273,8 +299,9 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
   // ── Link monitor: handshakes and traffic, polled ──────────────────────────
 
+  /** Links carrying traffic are probed fast, so a dead one is noticed within a second. */
   const onMonitorChange = (change: LinkMonitorChange): void => {
-    if (change.activity.length > 0) log.debug({ activity: change.activity.length }, 'link activity changed')
+    for (const peer of change.activity) probes?.setActive(peer, monitor?.get(peer)?.active ?? false)
   }
 
   const endpointAttemptExpired = (): boolean => [...endpointAttempts.values()].some((a) => now() - a.since >= ENDPOINT_TRY_MS)
@@ -314,6 +341,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       let device
       if (ifname !== undefined && !idle) device = await kernel.wireguard.get(ifname, { signal }).catch(() => undefined)
       const wgPeer = device?.peers.find((p) => p.publicKey === record.wireguardPublicKey)
+      const path = idle ? undefined : pathController?.report(record.nodeId)
       const endpoint = wgPeer?.endpoint ?? (params?.peerEndpoints[0] ? { address: params.peerEndpoints[0].address, port: params.peerListenPort } : undefined)
       peers.push({
         id: record.nodeId,
@@ -325,9 +353,11 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         lastHandshake: wgPeer?.lastHandshakeMs === undefined ? null : new Date(wgPeer.lastHandshakeMs).toISOString(),
         rxBytes: wgPeer?.rxBytes ?? 0,
         txBytes: wgPeer?.txBytes ?? 0,
-        rttMs: null,
-        lossPct: null,
-        path: { via: null },
+        rttMs: path?.rttMs ?? null,
+        jitterMs: path?.jitterMs ?? null,
+        lossPct: path?.lossPct ?? null,
+        path: { via: path?.via ?? null, forwardSavingMs: path?.forwardSavingMs ?? null },
+        returnPath: null,
       })
     }
     return {
@@ -338,6 +368,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         network: { id: network.id, name: network.name },
         wireguardBackend: kernel.wireguard.kind,
         fallbacks: kernel.capabilities.fallbacks,
+        rpFilter: 'loose',
       },
       peers,
     }
@@ -383,11 +414,37 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       await service.leave(options)
       idle = true
       await schedule()
+      await linkStore?.close()
       await wipeState(init.stateDir)
       log.info('left the network; state wiped')
       // Answer first, then stop (stopping closes the control socket).
       setTimeout(() => void agent.stop(), 200)
       return {}
+    },
+    ping: async (params: Record<string, unknown>, options: { signal: AbortSignal }) => {
+      if (!service || !probes || !pathController) throw new ControlRefusal('the agent is still starting', 'starting')
+      const wanted = typeof params.peer === 'string' ? params.peer : ''
+      const matches = service.peers().filter((r) => r.nodeId === wanted || r.hostname === wanted)
+      const target = matches[0]
+      if (target === undefined) throw new ControlRefusal(`no peer "${wanted}" (see "meshd peers" for names and ids)`, 'bad-request')
+      if (matches.length > 1) throw new ControlRefusal(`"${wanted}" names ${matches.length} peers; use the node id`, 'bad-request')
+      const count = typeof params.count === 'number' && Number.isInteger(params.count) && params.count >= 1 && params.count <= 100 ? params.count : 5
+      const result = await probes.ping(target.nodeId, { count, signal: options.signal })
+      const nameOf = new Map(service.peers().map((r) => [r.nodeId as string, r.hostname]))
+      return {
+        peer: { id: target.nodeId, name: target.hostname },
+        chosen: pathController.choices().get(target.nodeId)?.via ?? null,
+        paths: result.paths.map((path) => ({
+          via: path.via,
+          viaName: path.via === null ? null : (nameOf.get(path.via) ?? path.via),
+          returnLeg: path.returnLeg,
+          sent: path.sent,
+          received: path.received,
+          minMs: path.minMs ?? null,
+          avgMs: path.avgMs ?? null,
+          maxMs: path.maxMs ?? null,
+        })),
+      }
     },
     evict: async (params: Record<string, unknown>, options: { signal: AbortSignal }) => {
       if (!service) throw new ControlRefusal('the agent is still starting', 'starting')
@@ -444,7 +501,9 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
         const pending = await loadPendingToken(init.stateDir)
         const pendingParsed = pending === undefined ? undefined : parseToken(pending.reveal(), { now: now() })
-        const bootstrap = pendingParsed?.ok === true ? pendingParsed.token.bootstrap : []
+        // After a restart: the links to adopt, and the members to dial (the token is gone once admitted).
+        const stored = await loadStoredLinks(init.stateDir, identity.nodeId, log)
+        const bootstrap = [...(pendingParsed?.ok === true ? pendingParsed.token.bootstrap : []), ...stored.bootstrap]
         node = createMembershipNode(
           { ...(init.listen.length > 0 ? { listen: init.listen } : {}), bootstrap },
           { identity, network, logger: components.logger, clock },
@@ -456,7 +515,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           { hostname: name, wireguardPublicKey: wgKeys.publicKey, capabilities: { linkKinds: ['wireguard'], wireguardBackend: kernel.wireguard.kind }, admissions },
           { node, identity, network, logger: components.logger, clock, interfaceAddresses: components.interfaceAddresses ?? systemInterfaceAddresses },
         )
-        negotiator = createLinkNegotiator({}, { node, service, identity, logger: components.logger, clock, random })
+        negotiator = createLinkNegotiator({ adopted: stored.links }, { node, service, identity, logger: components.logger, clock, random })
+        linkStore = startLinkStore({ stateDir: init.stateDir }, { negotiator, service, logger: components.logger })
         for (const event of ['member:up', 'member:updated', 'member:down', 'self:published'] as const) service.events.on(event, trigger)
         service.events.on('self:evicted', () => {
           log.warn('this host was evicted from the network; removing its mesh')
@@ -466,6 +526,9 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         negotiator.events.on('link:negotiated', trigger)
         negotiator.events.on('link:removed', trigger)
         negotiator.start()
+        probes = createProbeService({ selfId: identity.nodeId, logger: components.logger, now, ...(init.probePort === undefined ? {} : { port: init.probePort }) }, lifecycle.signal)
+        pathController = createPathController({}, { probes, logger: components.logger, now, onPathsChanged: trigger })
+        pathController.start(lifecycle.signal)
         await service.start({ signal })
 
         control = createControlServer({ socketPath: init.socketPath }, { handlers, logger: components.logger })
@@ -510,10 +573,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         await running?.catch(() => undefined)
         const steps: (() => Promise<void> | void)[] = [
           () => control?.stop(),
+          () => linkStore?.close(),
           () => negotiator?.stop(),
           () => service?.stop({ signal }),
           () => node?.stop({ signal }),
           // Closes netlink sockets only; interfaces and wireguard-go processes stay (the kernel keeps forwarding).
+          () => probes?.close(),
           () => kernel?.close(),
         ]
         for (const step of steps) {

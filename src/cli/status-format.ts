@@ -14,10 +14,14 @@ export interface PeerStatus {
   lastHandshake: string | null
   rxBytes: number
   txBytes: number
-  /** Filled by path probing (later): null until measured. */
+  /** The direct link's smoothed RTT, jitter and loss from probing; null until measured. */
   rttMs: number | null
+  jitterMs: number | null
   lossPct: number | null
-  path: { via: string | null }
+  /** Our forward path to the peer: direct (via null) or through one relay, and the forward delay it saves against direct. */
+  path: { via: string | null; forwardSavingMs: number | null }
+  /** The path the peer reports it uses towards us; null until it has said. */
+  returnPath: { via: string | null } | null
 }
 
 export interface StatusReport {
@@ -28,6 +32,8 @@ export interface StatusReport {
     network: { id: string; name: string }
     wireguardBackend: 'kernel' | 'userspace'
     fallbacks: { feature: string; reason: string }[]
+    /** rp_filter meshd sets on its links: loose, so asymmetric paths pass. */
+    rpFilter: 'loose'
   }
   peers: PeerStatus[]
 }
@@ -94,12 +100,15 @@ export function formatStatus(report: StatusReport, now: number): string {
     `network   ${self.network.name} (${self.network.id})`,
     `addresses ${self.addresses.join(', ')}`,
     `wireguard ${self.wireguardBackend}`,
+    `rp_filter ${self.rpFilter} on mesh links (asymmetric paths pass)`,
     ...self.fallbacks.map((f) => `fallback  ${f.feature}: ${f.reason}`),
     '',
   ]
   if (report.peers.length === 0) return [...lines, 'no peers yet'].join('\n') + '\n'
   const nameOf = new Map(report.peers.map((p) => [p.id, p.name]))
-  const header = ['PEER', 'ADDRESS', 'STATE', 'INTERFACE', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'RTT', 'LOSS', 'PATH']
+  const pathName = (via: string | null): string => (via === null ? 'direct' : `via ${nameOf.get(via) ?? via}`)
+  const ms = (value: number | null): string => (value === null ? '-' : `${value.toFixed(1)}ms`)
+  const header = ['PEER', 'ADDRESS', 'STATE', 'INTERFACE', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'RTT', 'JITTER', 'LOSS', 'PATH', 'SAVING', 'RETURN']
   const rows = report.peers.map((p) => [
     p.name,
     p.addresses[0] ?? '-',
@@ -109,9 +118,12 @@ export function formatStatus(report: StatusReport, now: number): string {
     formatAge(p.lastHandshake, now),
     formatBytes(p.rxBytes),
     formatBytes(p.txBytes),
-    p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
+    ms(p.rttMs),
+    ms(p.jitterMs),
     p.lossPct === null ? '-' : `${p.lossPct.toFixed(0)}%`,
-    p.path.via === null ? 'direct' : `via ${nameOf.get(p.path.via) ?? p.path.via}`,
+    pathName(p.path.via),
+    p.path.via === null ? '-' : ms(p.path.forwardSavingMs),
+    p.returnPath === null ? '-' : pathName(p.returnPath.via),
   ])
   return [...lines, alignTable([header, ...rows])].join('\n') + '\n'
 }

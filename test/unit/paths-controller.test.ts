@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/logging/logger.js'
 import { createPathController, type ProbeSource } from '../../src/paths/controller.js'
@@ -29,7 +30,7 @@ describe('path controller', () => {
   it('moves C behind B after the hold, logs one line, and moves back at once when A–B dies', () => {
     const probes = fakeProbes()
     const lines: string[] = []
-    const logger = createLogger({ level: 'info', destination: { write: (line: string) => lines.push(line) } })
+    const logger = createLogger({ level: 'info', destination: new Writable({ write(chunk: Buffer, _encoding, done) { lines.push(...chunk.toString('utf8').trim().split('\n')); done() } }), pretty: false })
     let now = 0
     let replans = 0
     const controller = createPathController({}, { probes: probes.source, logger, now: () => now, onPathsChanged: () => replans++ })
