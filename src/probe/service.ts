@@ -438,7 +438,9 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       case 'relay-forward': {
         // We are the destination; the relay is the peer it came from.
         if (packet.requester === selfId || packet.requester === arrivedOn) return
-        if (!allow(`relay:${packet.requester}`, RELAY_RATE)) return
+        // Charged to the relay it came from: the requester named inside is not a link of ours when it is
+        // behind a NAT, and keying on an unverified name would let a peer grow the bucket map at will.
+        if (!allow(`relayed-for:${arrivedOn}`, RELAY_RATE)) return
         if (packet.returnLeg === 'direct') {
           const back = links.get(packet.requester)
           if (!back?.socket) return
