@@ -18,7 +18,8 @@ export interface InstallFs {
   readText(path: string): Promise<string | undefined>
   /** Copies one entry into `dir` (recursively, keeping modes and symlinks; a dependency's node_modules is left out). */
   copyEntry(entry: CopyEntry, dir: string, signal: AbortSignal): Promise<void>
-  mkdirp(path: string): Promise<void>
+  /** mkdir -p; returns the first directory it created, undefined when all existed. */
+  mkdirp(path: string): Promise<string | undefined>
   rename(from: string, to: string): Promise<void>
   /** rm -rf; no error when absent. */
   remove(path: string): Promise<void>
@@ -109,10 +110,17 @@ export async function executeInstall(steps: readonly InstallStep[], layout: Inst
     if (errors.length > 0) throw new InstallError(`undoing the install failed: ${errors.join('; ')}`)
   }
 
+  /** mkdir -p whose undo removes the directories it created. */
+  const ensureDir = async (path: string): Promise<void> => {
+    const created = await fs.mkdirp(path)
+    if (created !== undefined) undo.push(() => fs.remove(created))
+  }
+
   const run = async (step: InstallStep): Promise<void> => {
     const { signal } = options
     switch (step.kind) {
       case 'stage-package': {
+        await ensureDir(dirname(step.stage))
         undo.push(() => fs.remove(step.stage))
         await fs.remove(step.stage)
         await fs.mkdirp(step.stage)
@@ -121,7 +129,7 @@ export async function executeInstall(steps: readonly InstallStep[], layout: Inst
         return
       }
       case 'swap-package': {
-        await fs.mkdirp(dirname(step.prefix))
+        await ensureDir(dirname(step.prefix))
         if (step.backup !== undefined) {
           await fs.rename(step.prefix, step.backup)
           const backup = step.backup
@@ -133,14 +141,14 @@ export async function executeInstall(steps: readonly InstallStep[], layout: Inst
         return
       }
       case 'link-bin': {
-        await fs.mkdirp(dirname(step.path))
+        await ensureDir(dirname(step.path))
         await fs.symlink(step.target, step.path)
         const previous = step.previous
         undo.push(() => (previous === undefined ? fs.remove(step.path) : fs.symlink(previous, step.path)))
         return
       }
       case 'write-unit': {
-        await fs.mkdirp(dirname(step.path))
+        await ensureDir(dirname(step.path))
         await fs.writeText(step.path, step.text, UNIT_FILE_MODE)
         unitChanged = true
         const previous = step.previous

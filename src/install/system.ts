@@ -61,9 +61,7 @@ export const nodeInstallFs: InstallFs = {
       },
     })
   },
-  async mkdirp(path) {
-    await mkdir(path, { recursive: true, mode: 0o755 })
-  },
+  mkdirp: (path) => mkdir(path, { recursive: true, mode: 0o755 }),
   rename: (from, to) => rename(from, to),
   remove: (path) => rm(path, { recursive: true, force: true }),
   async symlink(target, path) {
