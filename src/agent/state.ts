@@ -1,6 +1,7 @@
 // The agent's state directory (0700): the host identity (membership/identity.ts),
 // the WireGuard private key, the network (id, name, secret, overlay, founder),
-// the admission chain, and — between `meshd join` and admission — the token.
+// the admission chain, the negotiated links (./link-store.ts), and — between
+// `meshd join` and admission — the token.
 // Every file holding a secret is written 0600, atomically (temporary file,
 // then rename). Loading validates into typed values; a problem is one line
 // naming the file and never its contents.
@@ -8,7 +9,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
 import { chmod, lstat, mkdir, open, readFile, rename, rm, rmdir, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { Secret } from '../logging/secret.js'
 import { publicKeyFromPrivate } from '../kernel/wireguard/uapi.js'
 import { IDENTITY_FILE_NAME, loadOrCreateIdentity, type Identity } from '../membership/identity.js'
@@ -22,6 +23,8 @@ export const WIREGUARD_KEY_FILE = 'wireguard.key'
 export const NETWORK_FILE = 'network.json'
 export const ADMISSIONS_FILE = 'admissions.json'
 export const PENDING_TOKEN_FILE = 'join.token'
+/** Negotiated links and members' addresses, for adoption after a restart (./link-store.ts). */
+export const LINKS_FILE = 'links.json'
 const NETWORK_FILE_VERSION = 1
 
 export type StateErrorCode = 'corrupt' | 'insecure-permissions' | 'not-a-file' | 'missing'
@@ -221,7 +224,12 @@ export interface StateTransaction {
 }
 
 export async function beginStateChange(stateDir: string): Promise<StateTransaction> {
-  const dirExisted = await pathExists(stateDir)
+  // The directories this run may create: the state directory and any missing parents.
+  const missingDirs: string[] = []
+  for (let dir = resolve(stateDir); !(await pathExists(dir)); dir = dirname(dir)) {
+    missingDirs.push(dir)
+    if (dirname(dir) === dir) break
+  }
   const existed = new Set<string>()
   for (const name of STATE_FILES) if (await pathExists(join(stateDir, name))) existed.add(name)
   let done = false
@@ -233,7 +241,8 @@ export async function beginStateChange(stateDir: string): Promise<StateTransacti
       if (done) return
       done = true
       for (const name of STATE_FILES) if (!existed.has(name)) await rm(join(stateDir, name), { force: true })
-      if (!dirExisted) await rmdir(stateDir).catch(() => undefined)
+      // Innermost first; a directory someone else wrote into meanwhile stays.
+      for (const dir of missingDirs) await rmdir(dir).catch(() => undefined)
     },
   }
 }
@@ -259,7 +268,7 @@ export async function wipeState(stateDir: string): Promise<void> {
 // ── Files ────────────────────────────────────────────────────────────────────
 
 /** Reads a state file; undefined when absent. Refuses symlinks and files readable by others. */
-async function readStateFile(path: string): Promise<Buffer | undefined> {
+export async function readStateFile(path: string): Promise<Buffer | undefined> {
   let stats
   try {
     stats = await lstat(path)
@@ -274,7 +283,7 @@ async function readStateFile(path: string): Promise<Buffer | undefined> {
 }
 
 /** Writes a 0600 file atomically: a temporary file in the same directory, synced, then renamed over. */
-async function writeStateFile(path: string, text: string): Promise<void> {
+export async function writeStateFile(path: string, text: string): Promise<void> {
   const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
   const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, SECRET_FILE_MODE)
   try {

@@ -14,9 +14,15 @@
 // other links. Addresses a side is still negotiating are reserved, so two
 // negotiations at once never hand out the same port or link-local address.
 //
-// Re-negotiation: a restarted node has no links, so it initiates or requests
+// Re-negotiation: a restarted node that lost its links initiates or requests
 // as soon as it sees each member again (the incarnation in every offer shows
 // the restart); when a member's endpoints change the lower id renegotiates.
+//
+// Adoption: a restarted agent passes the links it stored (`adopted`) and
+// keeps them — same ports, link-locals and preshared key as the kernel still
+// has — while each peer's record shows the endpoints the link was made with;
+// otherwise it negotiates that link again. A renegotiation of an existing
+// link keeps its preshared key, so it never re-keys a tunnel in use.
 
 import { EventEmitter } from 'node:events'
 import type { Stream } from '@libp2p/interface'
@@ -79,6 +85,8 @@ export interface LinkNegotiatorInit {
   retryDelayMs?: number
   /** Failed attempts before waiting for the next trigger (a membership change); default 5. */
   maxAttempts?: number
+  /** Links negotiated before a restart (the agent's link store), kept while their peers' endpoints are unchanged. */
+  adopted?: readonly LinkParams[]
 }
 
 export interface LinkNegotiatorComponents {
@@ -118,6 +126,13 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
   const maxAttempts = init.maxAttempts ?? 5
   const incarnation = components.random(INCARNATION_BYTES)
   const links = new Map<NodeId, LinkParams>()
+  /** Adopted links not yet confirmed by their peer's current record. */
+  const unconfirmed = new Set<NodeId>()
+  for (const params of init.adopted ?? []) {
+    if (params.peer === self || links.has(params.peer)) continue
+    links.set(params.peer, params)
+    unconfirmed.add(params.peer)
+  }
   const reservations = new Map<NodeId, Reservation>()
   const scheduled = new Map<NodeId, { running: boolean; again: boolean; timer?: NodeJS.Timeout }>()
   let lifecycle: AbortController | undefined
@@ -171,6 +186,7 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
 
   const commit = (params: LinkParams): void => {
     reservations.delete(params.peer)
+    unconfirmed.delete(params.peer)
     links.set(params.peer, params)
     counters.increment('link.negotiated')
     log.info(
@@ -216,7 +232,8 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
     const offer = offerFor(peer, port, context)
     reservations.set(peer, { port, pair: undefined })
     try {
-      const presharedKey = new Secret(components.random(PRESHARED_KEY_BYTES))
+      // Renegotiating an existing link keeps its key: a new one would re-key a tunnel in use.
+      const presharedKey = links.get(peer)?.presharedKey ?? new Secret(components.random(PRESHARED_KEY_BYTES))
       await framed.write(encodeLinkMessage({ type: 'propose', offer, presharedKey }), options)
       const answer = await readMessage(framed, options)
       if (answer.type === 'refuse') throw new ProtocolError('refused', `peer refused: ${answer.reason}`)
@@ -384,12 +401,27 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
       .sort()
       .join(',')
 
+  /** An adopted link stands while the peer's record shows the endpoints it was made with. */
+  const checkAdopted = (record: PeerRecord): void => {
+    if (!unconfirmed.delete(record.nodeId)) return
+    const link = links.get(record.nodeId)
+    const made = [...new Set(link?.peerEndpoints.map((endpoint) => endpoint.address))].sort().join(',')
+    const now = [...new Set(record.endpoints.map((endpoint) => endpoint.address))].sort().join(',')
+    if (made === now) {
+      log.info({ peer: record.nodeId }, 'adopted link kept')
+    } else {
+      schedule(record.nodeId, 'adopted link: peer endpoints changed')
+    }
+  }
+
   const onMemberUp = (record: PeerRecord): void => {
     if (!links.has(record.nodeId)) schedule(record.nodeId, 'member up')
+    else checkAdopted(record)
   }
   const onMemberUpdated = (record: PeerRecord, previous: PeerRecord): void => {
     const changed = endpointAddresses(record) !== endpointAddresses(previous)
     if (!links.has(record.nodeId)) schedule(record.nodeId, 'member without a link')
+    else if (unconfirmed.has(record.nodeId)) checkAdopted(record)
     else if (changed && self < record.nodeId) schedule(record.nodeId, 'peer endpoints changed')
   }
   const onMemberDown = ({ nodeId }: { nodeId: NodeId }): void => {

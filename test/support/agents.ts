@@ -100,13 +100,13 @@ export function meshd(host: AgentHost, args: readonly string[], timeoutMs = 30_0
 }
 
 /**
- * Starts `meshd <args> --foreground` in the host's namespace (init, join or agent).
+ * Starts `meshd <args>` in the host's namespace: init and join get `--foreground`; `agent` always runs in the foreground.
  * `ip netns exec` execs the command, so the child's pid is the agent's.
  */
 export function startAgent(host: AgentHost, args: readonly string[]): ChildProcess {
   const child = spawn(
     'ip',
-    ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args, '--foreground', '--state-dir', host.stateDir, '--socket', host.socket, '--listen', `/ip4/${host.ip}/tcp/7373`],
+    ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args, ...(args[0] === 'agent' ? [] : ['--foreground']), '--state-dir', host.stateDir, '--socket', host.socket, '--listen', `/ip4/${host.ip}/tcp/7373`],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHD_LOG_LEVEL: process.env.MESHD_TEST_LOG ?? 'info' } },
   )
   const keep = (chunk: Buffer): void => {
@@ -141,9 +141,18 @@ export function status(host: AgentHost): StatusJson | undefined {
   return result.status === 0 ? (JSON.parse(result.stdout) as StatusJson) : undefined
 }
 
-/** Waits until the host's agent answers status. */
+/** Waits until the host's agent answers status; fails at once, with its last output, if the agent exits. */
 export function waitForAgent(host: AgentHost, deadlineMs = 30_000): Promise<StatusJson> {
-  return pollUntil(() => status(host), { deadlineMs, intervalMs: 200, what: `${host.name} agent answers status` })
+  return pollUntil(
+    () => {
+      const agent = host.agent
+      if (agent !== undefined && (agent.exitCode !== null || agent.signalCode !== null)) {
+        throw new Error(`${host.name} agent exited (${agent.exitCode ?? agent.signalCode}): ${host.log.join('').slice(-1500)}`)
+      }
+      return status(host)
+    },
+    { deadlineMs, intervalMs: 200, what: `${host.name} agent answers status` },
+  )
 }
 
 /** `meshd token create`, trimmed; throws with stderr on failure. */
