@@ -1,4 +1,9 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Netns } from '../support/netns.js'
 import { pollUntil } from '../support/poll.js'
 import { UdpPeer, type Datagram } from '../support/udp-peer.js'
 import { listNetns, Underlay } from '../support/underlay.js'
@@ -157,6 +162,49 @@ describe('test underlay: routed, per-direction UDP impairment, NAT', () => {
     const ok = `ping-apd-ok-${++seq}`
     await peer('b').send(p.address, seenByB, ok)
     await peer('p').waitFor((d) => d.data === ok, 5000, 'b → p at the port b saw')
+  })
+
+  it('(6) carries WireGuard (wireguard-go) with both ends initiating, and through the endpoint-independent NAT', async () => {
+    // a↔c: both know each other's endpoint and start handshakes at once; a↔e: a knows e's public
+    // address and port (the NAT keeps the port), so it gets in once e's own handshake punched the hole.
+    const tunnels: [string, string, string][] = [['a', 'c', '10.99.1'], ['a', 'e', '10.99.2']]
+    const made: { ns: Netns; link: string }[] = []
+    const keyDir = mkdtempSync(join(tmpdir(), 'meshd-ul-wg-'))
+    try {
+      for (const [x, y, net] of tunnels) {
+        const ends = [ul.host(x), ul.host(y)] as const
+        const keys = ends.map((host) => {
+          const link = `ulw${randomBytes(4).toString('hex')}`
+          host.ns.exec('wireguard-go', [link])
+          made.push({ ns: host.ns, link })
+          const key = host.ns.exec('wg', ['genkey']).trim()
+          return { host, link, key, pub: host.ns.exec('wg', ['pubkey'], `${key}\n`).trim() }
+        })
+        const port = String(51820 + tunnels.findIndex((t) => t[2] === net))
+        keys.forEach((me, i) => {
+          const other = keys[1 - i]
+          if (other === undefined) throw new Error('unreachable')
+          const keyFile = join(keyDir, me.link)
+          writeFileSync(keyFile, `${me.key}\n`, { mode: 0o600 })
+          me.host.ns.exec('wg', ['set', me.link, 'private-key', keyFile, 'listen-port', port, 'peer', other.pub, 'endpoint', `${other.host.address}:${port}`, 'allowed-ips', '0.0.0.0/0', 'persistent-keepalive', '1'])
+          me.host.ns.ip('addr', 'add', `${net}.${i + 1}/24`, 'dev', me.link)
+          me.host.ns.ip('link', 'set', me.link, 'up')
+        })
+        await pollUntil(() => (ends[0].ns.execStatus('ping', ['-c', '1', '-W', '1', `${net}.2`]) === 0 ? true : undefined), { deadlineMs: 15_000, what: `a ping from ${x} to ${y} over WireGuard` })
+        expect(ends[1].ns.execStatus('ping', ['-c', '1', '-W', '2', `${net}.1`])).toBe(0)
+      }
+    } finally {
+      // Deleting the link makes wireguard-go exit cleanly and remove its UAPI socket (shared by all namespaces).
+      for (const { ns, link } of made) {
+        try {
+          ns.ip('link', 'del', link)
+        } catch {
+          // already gone
+        }
+      }
+      rmSync(keyDir, { recursive: true, force: true })
+      await pollUntil(() => (made.every(({ link }) => !existsSync(`/var/run/wireguard/${link}.sock`)) ? true : undefined), { deadlineMs: 5000, what: 'wireguard-go to exit' })
+    }
   })
 
   it('(5) close() leaves no namespace and no process behind', async () => {
