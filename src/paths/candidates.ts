@@ -13,7 +13,12 @@ export interface DirectMeasurement {
   rttMs?: number
   jitterMs?: number
   lossPct: number
+  /** Probes decided so far (answered or timed out). */
+  samples: number
 }
+
+/** A link with fewer decided probes than this and no reply yet is undecided, not dead (the prober's own dead threshold). */
+export const MIN_SAMPLES_FOR_VERDICT = 3
 
 export interface RelayedMeasurement {
   alive: boolean
@@ -35,6 +40,7 @@ export function candidatesFor(direct: DirectMeasurement | undefined, relayed: Re
       forwardMs: directRtt === undefined ? Number.POSITIVE_INFINITY : directRtt / 2,
       jitterMs: direct.jitterMs ?? 0,
       lossPct: direct.lossPct,
+      ...(directRtt === undefined && direct.rttMs === undefined && direct.samples < MIN_SAMPLES_FOR_VERDICT ? { undecided: true } : {}),
     })
   }
   for (const [relay, m] of [...relayed].sort(([a], [b]) => a.localeCompare(b))) {

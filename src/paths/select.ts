@@ -33,6 +33,8 @@ export interface CandidateMetrics {
   forwardMs: number
   jitterMs: number
   lossPct: number
+  /** Not alive, but not judged dead either: too few probes so far. Never chosen, never abandoned for being dead. */
+  undecided?: boolean
 }
 
 export interface DestinationPathState {
@@ -92,6 +94,8 @@ export function decidePath(previous: DestinationPathState | undefined, candidate
   const current = candidates.find((c) => c.via === currentVia)
   const best = bestOf(candidates, policy)
 
+  // Too early to call the current path dead (a link just came up): stay.
+  if (current?.undecided === true && !current.alive) return { state: { via: currentVia } }
   if (current === undefined || !current.alive) {
     // Nothing alive: stay put; the routes keep pointing where they were and probing goes on.
     if (best === undefined || best.via === currentVia) return { state: { via: currentVia } }

@@ -84,7 +84,7 @@ describe('candidatesFor', () => {
 
   it('turns round-trip differences into forward differences against half the direct RTT', () => {
     // Forward A→C 70, return C→A 15: direct RTT 85. Via B: 10 + 10 forward, same return: 35.
-    const c = candidatesFor({ alive: true, rttMs: 85, jitterMs: 0, lossPct: 0 }, new Map([['b', relayed(35)]]), () => true)
+    const c = candidatesFor({ alive: true, rttMs: 85, jitterMs: 0, lossPct: 0, samples: 10 }, new Map([['b', relayed(35)]]), () => true)
     expect(c).toEqual([
       { via: null, alive: true, forwardMs: 42.5, jitterMs: 0, lossPct: 0 },
       { via: 'b', alive: true, forwardMs: 42.5 - 50, jitterMs: 0, lossPct: 0 },
@@ -94,14 +94,23 @@ describe('candidatesFor', () => {
   })
 
   it('uses half the relayed round trip when the direct link is dead', () => {
-    const c = candidatesFor({ alive: false, lossPct: 100 }, new Map([['b', relayed(40, 'relay')]]), () => true)
+    const c = candidatesFor({ alive: false, lossPct: 100, samples: 5 }, new Map([['b', relayed(40, 'relay')]]), () => true)
     expect(c[0]?.alive).toBe(false)
     expect(c[1]).toMatchObject({ via: 'b', alive: true, forwardMs: 20 })
     expect(forwardSavingMs(c, 'b')).toBeNull()
   })
 
+  it('calls a direct link with too few probes undecided, so a new link is not abandoned as dead', () => {
+    const c = candidatesFor({ alive: false, lossPct: 0, samples: 1 }, new Map([['b', relayed(40, 'relay')]]), () => true)
+    expect(c[0]).toMatchObject({ via: null, alive: false, undecided: true })
+    expect(decidePath(undefined, c, 0)).toEqual({ state: { via: null } })
+    const later = candidatesFor({ alive: false, lossPct: 100, samples: 3 }, new Map([['b', relayed(40, 'relay')]]), () => true)
+    expect(later[0]?.undecided).toBeUndefined()
+    expect(decidePath(undefined, later, 0).state).toEqual({ via: 'b' })
+  })
+
   it('marks a relay dead when our link to it is dead', () => {
-    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 0 }, new Map([['b', relayed(30)]]), () => false)
+    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 0, samples: 10 }, new Map([['b', relayed(30)]]), () => false)
     expect(c[1]?.alive).toBe(false)
   })
 })
