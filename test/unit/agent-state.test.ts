@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -7,16 +7,20 @@ import { publicKeyFromPrivate } from '../../src/kernel/wireguard/uapi.js'
 import { identityFromSeed } from '../../src/membership/identity.js'
 import { createNetwork } from '../../src/membership/network.js'
 import { peerState } from '../../src/agent/agent.js'
+import { Secret } from '../../src/logging/secret.js'
 import {
+  beginStateChange,
   decodeNetwork,
   encodeNetwork,
   generateWireguardPrivateKey,
   loadAdmissions,
   loadNetwork,
   loadOrCreateWireguardKey,
+  loadPendingToken,
   NETWORK_FILE,
   saveAdmissions,
   saveNetwork,
+  savePendingToken,
   StateError,
   WIREGUARD_KEY_FILE,
   wipeState,
@@ -81,6 +85,33 @@ describe('agent state directory', () => {
     await expect(loadAdmissions(dir)).rejects.toThrow(/entry 0/)
     await wipeState(dir)
     expect(await loadNetwork(dir)).toBeUndefined()
+  })
+
+  it('rolls back exactly what a failed join wrote: new files and directories go, earlier ones stay', async () => {
+    const dir = stateDir()
+    const keys = await loadOrCreateWireguardKey(dir)
+    const tx = await beginStateChange(dir)
+    await saveNetwork(dir, await network())
+    await savePendingToken(dir, new Secret('meshd1.token'))
+    await tx.rollback()
+    expect(await loadNetwork(dir)).toBeUndefined()
+    expect(await loadPendingToken(dir)).toBeUndefined()
+    expect((await loadOrCreateWireguardKey(dir)).publicKey).toBe(keys.publicKey)
+
+    const nested = join(stateDir(), 'a', 'b')
+    const fresh = await beginStateChange(nested)
+    await saveNetwork(nested, await network())
+    await fresh.rollback()
+    expect(existsSync(join(nested, '..', '..'))).toBe(false)
+  })
+
+  it('keeps everything after commit', async () => {
+    const dir = stateDir()
+    const tx = await beginStateChange(dir)
+    await saveNetwork(dir, await network())
+    tx.commit()
+    await tx.rollback()
+    expect(await loadNetwork(dir)).toBeDefined()
   })
 
   it('derives peer state from the handshake age', () => {
