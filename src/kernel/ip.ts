@@ -12,8 +12,28 @@ export interface ParsedCidr {
   prefixLength: number
 }
 
-/** Parses "a.b.c.d/n" or "x::y/n"; a bare address gets the full-length prefix. Returns undefined when malformed. */
-export function parseCidr(text: string): ParsedCidr | undefined {
+// A pass compares every route, address and allowed IP of the desired state with
+// the kernel's, so the same few hundred strings are parsed on every pass: the
+// pure functions below remember their answers (bounded, so a long-running agent
+// whose addresses churn does not grow without limit).
+const MEMO_LIMIT = 8192
+
+function memo<T>(fn: (text: string) => T): (text: string) => T {
+  const cache = new Map<string, T>()
+  return (text) => {
+    const hit = cache.get(text)
+    if (hit !== undefined || cache.has(text)) return hit as T
+    const value = fn(text)
+    if (cache.size >= MEMO_LIMIT) cache.clear()
+    cache.set(text, value)
+    return value
+  }
+}
+
+/** Parses "a.b.c.d/n" or "x::y/n"; a bare address gets the full-length prefix. Returns undefined when malformed. The result is shared: do not change it. */
+export const parseCidr: (text: string) => Readonly<ParsedCidr> | undefined = memo(parseCidrOnce)
+
+function parseCidrOnce(text: string): Readonly<ParsedCidr> | undefined {
   const slash = text.indexOf('/')
   const addressText = slash < 0 ? text : text.slice(0, slash)
   const family = ipFamily(addressText)
@@ -26,7 +46,7 @@ export function parseCidr(text: string): ParsedCidr | undefined {
     prefixLength = Number(lengthText)
     if (prefixLength > max) return undefined
   }
-  return { family, address: canonicalIp(addressText), prefixLength }
+  return Object.freeze({ family, address: canonicalIp(addressText), prefixLength })
 }
 
 export function ipFamily(address: string): Family | undefined {
@@ -36,7 +56,9 @@ export function ipFamily(address: string): Family | undefined {
 }
 
 /** "fd00:0:0::01" → "fd00::1"; IPv4 unchanged. Assumes a valid address. */
-export function canonicalIp(address: string): string {
+export const canonicalIp: (address: string) => string = memo(canonicalIpOnce)
+
+function canonicalIpOnce(address: string): string {
   if (isIPv4(address)) return address
   return formatIpv6(ipToBytes(address))
 }
@@ -49,7 +71,9 @@ export function canonicalCidr(text: string): string {
 }
 
 /** The network address of a CIDR with host bits cleared, canonical. */
-export function networkOf(text: string): string {
+export const networkOf: (text: string) => string = memo(networkOfOnce)
+
+function networkOfOnce(text: string): string {
   const parsed = parseCidr(text)
   if (!parsed) throw new Error(`not a CIDR: ${text}`)
   const bytes = ipToBytes(parsed.address)

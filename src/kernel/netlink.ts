@@ -490,16 +490,14 @@ class Rtnetlink implements RtnetlinkPort {
       const ifname = await this.#ifnames(call, options.links)
       const { tables } = options
       const routes: ObservedRoute[] = []
-      for (const family of [4, 6] as const) {
-        for (const payload of await this.#dump(call, encodeRouteDump(family))) {
-          // rtm_table holds tables below 256; larger ones read RT_TABLE_COMPAT there and come in RTA_TABLE.
-          const headerTable = payload.length > 4 ? payload.readUInt8(4) : RT_TABLE_COMPAT
-          if (tables !== undefined && headerTable !== RT_TABLE_COMPAT && !tables(headerTable)) continue
-          const route = decodeRoute(payload, ifname)
-          if (route === undefined || (tables !== undefined && !tables(route.table))) continue
-          // An AF_INET6 dump can include other families' entries on some kernels; keep only the one asked for.
-          if (route.family === family) routes.push(route)
-        }
+      // One AF_UNSPEC dump for both families (one round trip instead of two); other families are dropped.
+      for (const payload of await this.#dump(call, encodeRouteDump('all'))) {
+        // rtm_table holds tables below 256; larger ones read RT_TABLE_COMPAT there and come in RTA_TABLE.
+        const headerTable = payload.length > 4 ? payload.readUInt8(4) : RT_TABLE_COMPAT
+        if (tables !== undefined && headerTable !== RT_TABLE_COMPAT && !tables(headerTable)) continue
+        const route = decodeRoute(payload, ifname)
+        if (route === undefined || (tables !== undefined && !tables(route.table))) continue
+        routes.push(route)
       }
       return routes
     })
@@ -509,12 +507,11 @@ class Rtnetlink implements RtnetlinkPort {
   ruleList(options: RuleDumpOptions): Promise<ObservedRule[]> {
     return this.#run('ruleList', options, async (call) => {
       const rules: ObservedRule[] = []
-      for (const family of [4, 6] as const) {
-        for (const payload of await this.#dump(call, encodeRuleDump(family))) {
-          const rule = decodeRule(payload)
-          if (options.priorities !== undefined && rule !== undefined && !options.priorities(rule.priority)) continue
-          if (rule?.family === family) rules.push(rule)
-        }
+      // One AF_UNSPEC dump for both families; decodeRule drops the others.
+      for (const payload of await this.#dump(call, encodeRuleDump('all'))) {
+        const rule = decodeRule(payload)
+        if (rule === undefined || (options.priorities !== undefined && !options.priorities(rule.priority))) continue
+        rules.push(rule)
       }
       return rules
     })

@@ -121,8 +121,9 @@ export function encodeRouteDel(route: Route, protocol: number): NlRequest {
 }
 
 /** `ip [-6] route show table all` */
-export function encodeRouteDump(family: 4 | 6): NlRequest {
-  return { type: RTM_GETROUTE, flags: NLM_F_DUMP, payload: rtmsg({ family: afOf(family), dstLen: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 }) }
+export function encodeRouteDump(family: 4 | 6 | 'all'): NlRequest {
+  // AF_UNSPEC (0): every family's routes in one dump, as `ip route show table all` would need two for.
+  return { type: RTM_GETROUTE, flags: NLM_F_DUMP, payload: rtmsg({ family: family === 'all' ? 0 : afOf(family), dstLen: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 }) }
 }
 
 function decodeGateway(attrs: Map<number, Buffer>): string | undefined {

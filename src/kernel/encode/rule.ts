@@ -77,8 +77,9 @@ export function encodeRuleDel(rule: Rule, protocol: number): NlRequest {
 }
 
 /** `ip [-6] rule show` */
-export function encodeRuleDump(family: Family): NlRequest {
-  return { type: RTM_GETRULE, flags: NLM_F_DUMP, payload: fibRuleHdr({ family: afOf(family), dstLen: 0, srcLen: 0, table: 0, action: 0 }) }
+export function encodeRuleDump(family: Family | 'all'): NlRequest {
+  // AF_UNSPEC (0): every family's rules in one dump.
+  return { type: RTM_GETRULE, flags: NLM_F_DUMP, payload: fibRuleHdr({ family: family === 'all' ? 0 : afOf(family), dstLen: 0, srcLen: 0, table: 0, action: 0 }) }
 }
 
 /** Decodes one RTM_NEWRULE message of a dump; undefined for families other than IPv4/IPv6. */
