@@ -43,6 +43,7 @@ export const COMMAND_OPTIONS: Record<string, Record<string, { type: 'string' | '
   down: {},
   leave: {},
   evict: { reason: { type: 'string' } },
+  ping: { count: { type: 'string' } },
   agent: {},
   version: {},
   help: {},

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { AgentError, AgentNotRunning, callAgent } from '../control/client.js'
 import { packageVersion } from '../version.js'
 import { parseCommandLine, parseCount, parseDuration, UsageError, type GlobalOptions } from './args.js'
+import { formatPing, parsePingReport, PingShapeError } from './ping-format.js'
 import { formatStatus, parseStatusReport, StatusShapeError, alignTable } from './status-format.js'
 
 export interface CliIo {
@@ -48,6 +49,7 @@ export const HELP: Record<string, CommandHelp> = {
   down: { usage: 'meshd down', summary: "Remove every kernel object meshd owns (links, addresses, routes, rules); the agent stays idle until \"meshd up\".", example: 'meshd down' },
   leave: { usage: 'meshd leave', summary: 'Tell the network this host leaves, remove its kernel objects, and wipe its state.', example: 'meshd leave' },
   evict: { usage: 'meshd evict <node> [--reason TEXT]', summary: 'Remove another member from the network everywhere; its id is refused from then on.', example: 'meshd evict 12D3KooWAbc… --reason "host retired"' },
+  ping: { usage: 'meshd ping <peer> [--count 5]', summary: 'Probe a peer over every candidate path (direct and through each relay) and mark the forward path in use; <peer> is a name or node id.', example: 'meshd ping beta --count 10' },
   agent: { usage: 'meshd agent', summary: 'Run the agent in the foreground (what the systemd unit runs).', example: 'meshd agent --state-dir /var/lib/meshd' },
   version: { usage: 'meshd version', summary: 'Print the meshd version and the Node.js it runs on.', example: 'meshd version' },
 }
@@ -83,7 +85,7 @@ export function hasNetAdmin(statusText?: string): boolean {
   return match?.[1] !== undefined && (BigInt(`0x${match[1]}`) & (1n << 12n)) !== 0n
 }
 
-const NEEDS_NET_ADMIN = new Set(['init', 'join', 'agent', 'up', 'down', 'leave', 'evict', 'token', 'status', 'peers'])
+const NEEDS_NET_ADMIN = new Set(['init', 'join', 'agent', 'up', 'down', 'leave', 'evict', 'token', 'status', 'peers', 'ping'])
 
 export async function main(argv: readonly string[], io: CliIo, local?: LocalCommands): Promise<number> {
   const env = io.env ?? process.env
@@ -156,6 +158,15 @@ export async function main(argv: readonly string[], io: CliIo, local?: LocalComm
         print(`evicted ${node}\n`)
         return EXIT.ok
       }
+      case 'ping': {
+        const peer = positionals[0]
+        if (!peer || positionals.length > 1) return fail(EXIT.usage, 'usage: meshd ping <peer> [--count 5]')
+        const count = parseCount(typeof options.count === 'string' ? options.count : '5', '--count')
+        if (count > 100) return fail(EXIT.usage, '--count: at most 100')
+        const report = parsePingReport(await ask('ping', { peer, count }))
+        print(global.json ? JSON.stringify(report, null, 2) + '\n' : formatPing(report))
+        return EXIT.ok
+      }
       case 'down':
         try {
           await ask('down')
@@ -184,7 +195,7 @@ export async function main(argv: readonly string[], io: CliIo, local?: LocalComm
     }
   } catch (error) {
     if (error instanceof UsageError) return fail(EXIT.usage, error.message)
-    if (error instanceof AgentNotRunning || error instanceof AgentError || error instanceof StatusShapeError) return fail(EXIT.failure, error.message)
+    if (error instanceof AgentNotRunning || error instanceof AgentError || error instanceof StatusShapeError || error instanceof PingShapeError) return fail(EXIT.failure, error.message)
     throw error
   }
 }

@@ -61,6 +61,9 @@ describe('argument handling', () => {
     [['token', 'create', '--uses', '0'], 2, 'meshd: --uses must be a whole number from 1'],
     [['evict'], 2, 'meshd: usage: meshd evict <node> [--reason TEXT]'],
     [['join'], 2, 'meshd: usage: meshd join <token> [--foreground]'],
+    [['ping'], 2, 'meshd: usage: meshd ping <peer> [--count 5]'],
+    [['ping', 'beta', '--count', '0'], 2, 'meshd: --count must be a whole number from 1'],
+    [['ping', 'beta', '--count', '101'], 2, 'meshd: --count: at most 100'],
   ])('%j exits %i with one line', async (argv, code, message) => {
     const out = sink()
     const err = sink()
