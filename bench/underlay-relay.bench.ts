@@ -47,7 +47,7 @@ it('test underlay: impairment relay latency at zero impairment vs kernel forward
       UdpPeer.start(a.ns, RELAYED, { echo: true }), UdpPeer.start(b.ns, RELAYED, { echo: true }),
       UdpPeer.start(a.ns, DIRECT, { echo: true }), UdpPeer.start(b.ns, DIRECT, { echo: true }),
     ])
-    const [aRelayed, bRelayed, aDirect, bDirect] = peers as [UdpPeer, UdpPeer, UdpPeer, UdpPeer]
+    const [aRelayed, bRelayed, aDirect, bDirect] = peers
     try {
       // Alternate rounds so drift in machine load hits both alike.
       const relayed = { oneWay: [] as number[], rtt: [] as number[] }

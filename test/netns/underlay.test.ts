@@ -84,6 +84,23 @@ describe('test underlay: routed, per-direction UDP impairment, NAT', () => {
     await ul.impair('c', 'a', {})
   })
 
+  it('(2) spreads delays over delay ± jitter', async () => {
+    await ul.impair('b', 'c', { delayMs: 20, jitterMs: 15 })
+    const b = peer('b')
+    const c = peer('c')
+    const tags = Array.from({ length: 20 }, () => `jit-${++seq}`)
+    const sent = new Map<string, bigint>()
+    for (const tag of tags) sent.set(tag, await b.send(ul.host('c').address, PORT, tag))
+    const delays = await Promise.all(tags.map(async (tag) => {
+      const got = await c.waitFor((d) => d.data === tag, 5000, tag)
+      return ms(got.tNs - (sent.get(tag) ?? 0n))
+    }))
+    for (const delay of delays) expect(delay).toBeGreaterThanOrEqual(5)
+    // Uniform over 30 ms: 20 draws all within 5 ms of each other has probability < 1e-14.
+    expect(Math.max(...delays) - Math.min(...delays)).toBeGreaterThan(5)
+    await ul.impair('b', 'c', {})
+  })
+
   it('rejects impairments out of range and unknown hosts', async () => {
     await expect(ul.impair('a', 'c', { lossPct: 101 })).rejects.toThrow(/lossPct/)
     await expect(ul.impair('a', 'c', { delayMs: -1 })).rejects.toThrow(/delayMs/)
