@@ -22,6 +22,23 @@
 //     gets a new random public port, with the same filtering: a port learned by one
 //     peer is useless to another, and hole punching fails.
 // In both modes unsolicited inbound packets are dropped silently (no ICMP).
+//
+// Usage (root; see test/netns/underlay.test.ts):
+//
+//   const ul = await Underlay.create({ hosts: ['a', 'b', 'c'], nat: { c: 'address-and-port-dependent' } })
+//   ul.host('a').ns                      // Netns: start agents and tools in it
+//   ul.host('c').address                 // where the others reach c (its NAT's public address)
+//   await ul.impair('a', 'c', { delayMs: 70, jitterMs: 30 })   // a→c only; c→a unchanged
+//   await ul.impair('a', 'c', {})        // clear a→c
+//   await ul.cut('a', 'b'); await ul.restore('a', 'b')
+//   await ul.close()
+//
+// What is and is not impaired: every UDP packet between two hosts' underlay
+// addresses (so WireGuard, and everything inside it, including ICMP ping over the
+// overlay). Not: TCP (libp2p control traffic) and ICMP on the underlay itself.
+// `impair(…, { lossPct: 100 })` therefore silences WireGuard but not libp2p; `cut`
+// silences both. The relay costs ~0.1 ms per packet even when nothing is configured
+// (docs/benchmarks.md, "Test underlay"). IPv4 only.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync } from 'node:fs'
