@@ -21,6 +21,11 @@ export interface Estimator {
   readonly outcomes: readonly boolean[]
   readonly consecutiveMisses: number
   readonly lastReplyAt?: number
+  /**
+   * srtt and jitter are carried over from before the RTT changed meaning (restartSmoothing):
+   * shown so a path stays comparable at the moment of a switch, replaced outright by the next sample.
+   */
+  readonly provisional?: boolean
 }
 
 export type Transition = 'alive' | 'dead' | undefined
@@ -34,6 +39,7 @@ export const initialEstimator: Estimator = { alive: false, outcomes: [], consecu
 
 function withSample(estimator: Estimator, rttMs: number): Estimator {
   const sample = Math.max(0, rttMs)
+  if (estimator.provisional === true) return { ...estimator, srttMs: sample, lastRttMs: sample, provisional: false }
   const srttMs = estimator.srttMs === undefined ? sample : estimator.srttMs + RTT_GAIN * (sample - estimator.srttMs)
   let jitterMs = estimator.jitterMs
   if (estimator.lastRttMs !== undefined) {
@@ -72,9 +78,15 @@ export function recordLateReply(estimator: Estimator, rttMs: number): Estimator 
   return withSample(estimator, rttMs)
 }
 
-/** The meaning of the RTT changed (a relay's return leg switched): forget samples, keep liveness. */
+/**
+ * The meaning of the RTT changed (a relay's return leg switched): forget the
+ * loss window and the miss count, keep liveness, and keep srtt/jitter only as
+ * provisional values until the first sample under the new meaning replaces them.
+ */
 export function restartSmoothing(estimator: Estimator): Estimator {
-  return { alive: estimator.alive, outcomes: [], consecutiveMisses: 0, lastReplyAt: estimator.lastReplyAt }
+  const carried: Estimator = { alive: estimator.alive, outcomes: [], consecutiveMisses: 0, lastReplyAt: estimator.lastReplyAt }
+  if (estimator.srttMs === undefined) return carried
+  return { ...carried, srttMs: estimator.srttMs, jitterMs: estimator.jitterMs, provisional: true }
 }
 
 export function lossPct(estimator: Estimator): number {

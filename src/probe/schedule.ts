@@ -9,8 +9,13 @@ import type { ReturnLeg } from './types.js'
 export const ACTIVE_INTERVAL_MS = { min: 250, max: 300 } as const
 /** Direct probes on an idle link: every 1–2 s. */
 export const IDLE_INTERVAL_MS = { min: 1000, max: 2000 } as const
-/** Relayed probes, per (destination, relay) candidate. */
-export const RELAY_INTERVAL_MS = { min: 1000, max: 1200 } as const
+/**
+ * Relayed probes, per (destination, relay) candidate: fast while the path
+ * matters now (traffic on the destination's or the relay's link, or no live
+ * direct link to the destination), slow otherwise.
+ */
+export const RELAY_ACTIVE_INTERVAL_MS = { min: 1000, max: 1200 } as const
+export const RELAY_IDLE_INTERVAL_MS = { min: 4500, max: 5500 } as const
 
 export const DIRECT_TIMEOUT: TimeoutBounds = { minMs: 250, maxMs: 1500, initialMs: 1000 }
 export const RELAY_TIMEOUT: TimeoutBounds = { minMs: 400, maxMs: 2500, initialMs: 1500 }
@@ -20,8 +25,14 @@ export const LATE_REPLY_GRACE_MS = 5000
 /** Retry binding a link's socket (its address may not be assigned yet). */
 export const BIND_RETRY_MS = 1000
 
-/** Relay work (forwarding, answering relayed probes, forwarding replies) per requester. */
-export const RELAY_RATE = { perSecond: 50, burst: 100 } as const
+/**
+ * Relay work (forwarding, answering relayed probes, forwarding replies) per
+ * requester (per relay link at the destination). Relaying is one packet out per
+ * packet in, a few bytes larger, so this bounds the load one peer can cause
+ * rather than an amplification; it allows ~100 destinations × 3 relays probed
+ * fast through one relay with room to spare.
+ */
+export const RELAY_RATE = { perSecond: 200, burst: 200 } as const
 /** Direct echo replies per link. */
 export const ECHO_RATE = { perSecond: 50, burst: 100 } as const
 
@@ -32,6 +43,11 @@ export function jitteredDelayMs(range: { min: number; max: number }, random: num
 
 export function directProbeDelayMs(active: boolean, random: number): number {
   return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
+}
+
+export function relayProbeDelayMs(situation: { destinationActive: boolean; relayActive: boolean; directAlive: boolean }, random: number): number {
+  const fast = situation.destinationActive || situation.relayActive || !situation.directAlive
+  return jitteredDelayMs(fast ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS, random)
 }
 
 /**

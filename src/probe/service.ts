@@ -22,11 +22,12 @@ import {
   DIRECT_TIMEOUT,
   ECHO_RATE,
   LATE_REPLY_GRACE_MS,
-  RELAY_INTERVAL_MS,
+  RELAY_ACTIVE_INTERVAL_MS,
   RELAY_RATE,
   RELAY_TIMEOUT,
   directProbeDelayMs,
   jitteredDelayMs,
+  relayProbeDelayMs,
   returnLegFor,
   takeToken,
   type TokenBucket,
@@ -126,7 +127,8 @@ interface Pending {
 
 export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal): ProbeService {
   const port = deps.port ?? DEFAULT_PROBE_PORT
-  const now = deps.now ?? (() => performance.timeOrigin + performance.now())
+  const now = deps.now ?? Date.now
+  const elapsed = deps.monotonicNow ?? (() => performance.now())
   const timers = deps.timers ?? realTimers
   const random = deps.random ?? Math.random
   const socketFactory = deps.socketFactory ?? dgramSocketFactory
@@ -154,7 +156,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   }
 
   function allow(key: string, rate: { perSecond: number; burst: number }): boolean {
-    const step = takeToken(buckets.get(key), now(), rate)
+    const step = takeToken(buckets.get(key), elapsed(), rate)
     buckets.set(key, step.bucket)
     return step.allowed
   }
@@ -197,7 +199,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   function sendDirectProbe(entry: LinkEntry, onReply?: (rttMs: number) => void): boolean {
     if (!entry.socket) return false
     const seq = allocateSeq()
-    const probe: Pending = { target: { kind: 'direct', peerId: entry.link.peerId }, sentAt: now(), state: 'waiting', onReply }
+    const probe: Pending = { target: { kind: 'direct', peerId: entry.link.peerId }, sentAt: elapsed(), state: 'waiting', onReply }
     pending.set(seq, probe)
     probe.timer = timers.setTimeout(() => {
       probeTimedOut(seq)
@@ -237,7 +239,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
             address: entry.link.local4,
             port,
             onMessage: (bytes, from, receivedAt) => {
-              receive(entry, bytes, from, receivedAt ?? now())
+              receive(entry, bytes, from, receivedAt ?? elapsed())
             },
             onError: (error) => {
               logger.debug({ peer: entry.link.peerId, err: error.message }, 'probe socket error')
@@ -305,7 +307,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     const relayLink = links.get(relayEntry.relay)
     if (!relayLink?.socket) return false
     const seq = allocateSeq()
-    const probe: Pending = { target: { kind: 'relay', destination: relayEntry.destination, relay: relayEntry.relay, returnLeg }, sentAt: now(), state: 'waiting', onReply }
+    const probe: Pending = { target: { kind: 'relay', destination: relayEntry.destination, relay: relayEntry.relay, returnLeg }, sentAt: elapsed(), state: 'waiting', onReply }
     pending.set(seq, probe)
     probe.timer = timers.setTimeout(() => {
       probeTimedOut(seq)
@@ -325,7 +327,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     relayEntry.probeTimer = timers.setTimeout(() => {
       relayEntry.probeTimer = undefined
       sendRelayProbeNow(relayEntry)
-    }, jitteredDelayMs(RELAY_INTERVAL_MS, random()))
+    }, relayProbeDelayMs({ destinationActive: links.get(relayEntry.destination)?.active === true, relayActive: links.get(relayEntry.relay)?.active === true, directAlive: directAlive(relayEntry.destination) }, random()))
   }
 
   function stopRelay(relayEntry: RelayEntry): void {
@@ -418,7 +420,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     }
     const packet = decoded.packet
     const arrivedOn = entry.link.peerId
-    const dwellUs = (): number => Math.min(10_000_000, Math.max(0, Math.round((now() - receivedAt) * 1000)))
+    const dwellUs = (): number => Math.min(10_000_000, Math.max(0, Math.round((elapsed() - receivedAt) * 1000)))
     switch (packet.type) {
       case 'echo-request':
         if (!allow(`echo:${arrivedOn}`, ECHO_RATE) || !entry.socket) return
@@ -568,7 +570,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
           relayEntry.probeTimer = timers.setTimeout(() => {
             relayEntry.probeTimer = undefined
             sendRelayProbeNow(relayEntry)
-          }, jitteredDelayMs({ min: 0, max: RELAY_INTERVAL_MS.min }, random()))
+          }, jitteredDelayMs({ min: 0, max: RELAY_ACTIVE_INTERVAL_MS.min }, random()))
         }
       }
     },
@@ -577,8 +579,13 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       const entry = links.get(peerId)
       if (!entry || entry.active === active) return
       entry.active = active
-      // Going active: the next probe comes within the active interval, not after the rest of an idle one.
-      if (active && entry.socket) scheduleDirect(entry)
+      if (!active) return
+      // Going active: the next probe comes within the active interval, not after the rest of an idle one;
+      // relayed probes that involve this link speed up too.
+      if (entry.socket) scheduleDirect(entry)
+      for (const [destination, toward] of relays) {
+        for (const relayEntry of toward.values()) if (destination === peerId || relayEntry.relay === peerId) scheduleRelay(relayEntry)
+      }
     },
 
     snapshot() {
@@ -636,8 +643,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
         await delay(round === options.count - 1 ? 0 : intervalMs, stop)
       }
       // Wait for the last replies, polling cheaply; ping is interactive, not hot.
-      const waitUntil = now() + timeoutMs
-      while (!stop.aborted && replies < sent && now() < waitUntil) await delay(20, stop)
+      const waitUntil = elapsed() + timeoutMs
+      while (!stop.aborted && replies < sent && elapsed() < waitUntil) await delay(20, stop)
       for (const path of paths) {
         if (path.rttsMs.length === 0) continue
         path.minMs = Math.min(...path.rttsMs)

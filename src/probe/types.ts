@@ -25,7 +25,7 @@ export interface LinkStats {
   lossPct: number
   /** How many decided probes the loss window holds. */
   samples: number
-  /** The service clock (`now()`) at the last reply. */
+  /** Wall clock (`now()`) at the last reply in time. */
   lastReplyAt?: number
 }
 
@@ -97,7 +97,7 @@ export interface ProbeSocket {
 export interface ProbeSocketOptions {
   address: string
   port: number
-  /** `receivedAt` (service clock) when the socket layer knows it; otherwise the service reads its clock on entry. */
+  /** `receivedAt` (the monotonic clock) when the socket layer knows it; otherwise the service reads the clock on entry. */
   onMessage: (bytes: Uint8Array, from: { address: string; port: number }, receivedAt?: number) => void
   onError: (error: Error) => void
 }
@@ -115,8 +115,10 @@ export interface ProbeServiceDeps {
   /** UDP port on every link address; the same on every host. Default 7374. */
   port?: number
   logger: Logger
-  /** Monotonic clock in ms (fractions allowed); used for RTTs, dwell times and lastReplyAt. Default: performance.timeOrigin + performance.now(). */
+  /** Wall clock in ms, for `lastReplyAt` only. Default Date.now. */
   now?: () => number
+  /** Monotonic clock in ms with sub-ms resolution, for RTTs, dwell times, timeouts and rate limits. Default performance.now(). */
+  monotonicNow?: () => number
   socketFactory?: ProbeSocketFactory
   timers?: ProbeTimers
   /** [0, 1); jitters the probe schedule. Default Math.random. */

@@ -27,6 +27,8 @@ export class FakeProbeNetwork {
   #nextSubnet = 1
   /** Packets handed to the network, per "from>to" node pair. */
   readonly sent = new Map<string, number>()
+  /** Payload sizes of every packet each node sent. */
+  readonly payloadsBy = new Map<string, number[]>()
 
   constructor(private readonly now: () => number) {}
 
@@ -72,6 +74,9 @@ export class FakeProbeNetwork {
           if (address !== end.peer4) return
           const pair = `${end.node}>${end.peer}`
           this.sent.set(pair, (this.sent.get(pair) ?? 0) + 1)
+          const payloads = this.payloadsBy.get(end.node) ?? []
+          payloads.push(bytes.length)
+          this.payloadsBy.set(end.node, payloads)
           if (this.#down.has(pair)) return
           const arrivesAfter = this.#delayMs.get(pair) ?? 0
           const lag = this.#lagMs.get(end.peer) ?? 0

@@ -85,12 +85,17 @@ describe('probe estimator', () => {
     expect(estimator.outcomes.length).toBe(samples)
   })
 
-  it('restartSmoothing forgets samples and keeps liveness', () => {
+  it('restartSmoothing forgets samples, keeps liveness, and carries RTT provisionally', () => {
     const { estimator } = run([10, 20, 'miss', 'miss'])
     const restarted = restartSmoothing(estimator)
-    expect(restarted).toEqual({ alive: true, outcomes: [], consecutiveMisses: 0, lastReplyAt: 1 })
+    expect(restarted).toEqual({ alive: true, outcomes: [], consecutiveMisses: 0, lastReplyAt: 1, srttMs: 11.25, jitterMs: 10, provisional: true })
     // Two more misses do not kill it: the count restarted too.
     expect(recordMiss(recordMiss(restarted).estimator).estimator.alive).toBe(true)
+    // The first sample under the new meaning replaces the carried RTT outright; jitter continues from there.
+    const first = recordReply(restarted, 40, 5).estimator
+    expect([first.srttMs, first.jitterMs, first.provisional]).toEqual([40, 10, false])
+    expect(recordReply(first, 48, 6).estimator.srttMs).toBe(41)
+    expect(restartSmoothing(initialEstimator)).toEqual({ alive: false, outcomes: [], consecutiveMisses: 0, lastReplyAt: undefined })
   })
 
   it.each([

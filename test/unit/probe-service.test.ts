@@ -5,6 +5,7 @@
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { encodeProbePacket } from '../../src/probe/codec.js'
+import { RELAY_RATE } from '../../src/probe/schedule.js'
 import { createProbeService } from '../../src/probe/service.js'
 import type { ProbeChangeEvent, ProbeService } from '../../src/probe/types.js'
 import { FakeProbeNetwork } from '../support/probe-fake-network.js'
@@ -42,7 +43,7 @@ function scenario(): Mesh {
     return seed / 2147483647
   }
   const make = (node: Node): ProbeService =>
-    createProbeService({ selfId: ids[node], logger, now, random, socketFactory: network.socketFactory(node) }, controller.signal)
+    createProbeService({ selfId: ids[node], logger, now, monotonicNow: now, random, socketFactory: network.socketFactory(node) }, controller.signal)
   const services = { a: make('a'), b: make('b'), c: make('c') }
   for (const node of ['a', 'b', 'c'] as const) services[node].setLinks(network.linksOf(node, ids))
   const events: ProbeChangeEvent[] = []
@@ -111,7 +112,8 @@ describe('probe service (fake network, fake clock)', () => {
     // Fake time, so this is logic, not a timing measurement.
     expect((deadAt ?? Infinity) - cutAt).toBeLessThanOrEqual(1_200)
     // When listeners hear of the death, the relay path already asks for the relay return leg and is still alive.
-    expect(relayedAtDeath).toMatchObject({ returnLeg: 'relay', alive: true })
+    // Its RTT is carried over provisionally, so a selector can compare it at once.
+    expect(relayedAtDeath).toMatchObject({ returnLeg: 'relay', alive: true, rttMs: expect.any(Number) as number })
 
     const relayed = services.a.snapshot().relayed.get(ids.c)?.get(ids.b)
     expect(relayed).toMatchObject({ alive: true, returnLeg: 'relay' })
@@ -179,7 +181,7 @@ describe('probe service (fake network, fake clock)', () => {
     network.link('a', 'b', 1, 1)
     network.link('b', 'c', 1, 1)
     const controller = new AbortController()
-    const b = createProbeService({ selfId: ids.b, logger, now, socketFactory: network.socketFactory('b') }, controller.signal)
+    const b = createProbeService({ selfId: ids.b, logger, now, monotonicNow: now, socketFactory: network.socketFactory('b') }, controller.signal)
     b.setLinks(network.linksOf('b', ids))
     // A's side is played by hand: bind A's end of the a–b link to see what comes back.
     const [aEnd] = network.linksOf('a', ids)
@@ -195,8 +197,12 @@ describe('probe service (fake network, fake clock)', () => {
     toB({ type: 'relay-request', seq: 3, returnLeg: 'direct', destination: ids.a })
     expect(forwarded() - baseline).toBe(0)
     for (let i = 0; i < 1000; i++) toB({ type: 'relay-request', seq: 10 + i, returnLeg: 'direct', destination: ids.c })
-    // The burst (100) and not one more: a flood is cut down to the bucket.
-    expect(forwarded() - baseline).toBe(100)
+    // The burst and not one more: a flood is cut down to the bucket.
+    expect(forwarded() - baseline).toBe(RELAY_RATE.burst)
+    // …which refills at the configured rate.
+    await vi.advanceTimersByTimeAsync(100)
+    for (let i = 0; i < 1000; i++) toB({ type: 'relay-request', seq: 2000 + i, returnLeg: 'direct', destination: ids.c })
+    expect(forwarded() - baseline).toBe(RELAY_RATE.burst + RELAY_RATE.perSecond / 10)
     controller.abort()
   })
 })

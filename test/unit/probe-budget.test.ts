@@ -1,0 +1,67 @@
+// The probe budget in docs/paths.md: packet sizes and figures pinned, and the
+// service's actual traffic over a fake network checked against the formula.
+
+import { pino } from 'pino'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { PROBE_PAYLOAD_BYTES, probeBudget, wireBytes } from '../../src/probe/budget.js'
+import { createProbeService } from '../../src/probe/service.js'
+import { FakeProbeNetwork } from '../support/probe-fake-network.js'
+
+const ids = {
+  a: '12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+  b: '12D3KooWBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB',
+  c: '12D3KooWCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC',
+}
+
+describe('probe budget', () => {
+  it('pins packet sizes, payload and on the wire (WireGuard over IPv4)', () => {
+    expect(PROBE_PAYLOAD_BYTES).toEqual({ echoRequest: 8, echoReply: 12, relayRequest: 62, relayForward: 66, relayReply: 70, relayReturn: 73 })
+    expect(Object.values(PROBE_PAYLOAD_BYTES).map(wireBytes)).toEqual([108, 108, 156, 156, 172, 172])
+  })
+
+  it.each([
+    { active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 43_006 },
+    { active: true, relays: 3, directPerPeer: 785.5, relayPerPeer: 1320, perNode: 208_440 },
+  ])('the figures in docs/paths.md: active=$active, $relays relays per destination, 100 nodes', ({ active, relays, directPerPeer, relayPerPeer, perNode }) => {
+    const budget = probeBudget({ peers: 99, relaysPerDestination: relays, active })
+    expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)
+    expect(budget.relayPerPeer).toBeCloseTo(relayPerPeer, 0)
+    expect(Math.round(budget.perNode)).toBe(perNode)
+  })
+
+  describe('what the service sends matches the formula', () => {
+    beforeEach(() => {
+      vi.useFakeTimers({ now: 0 })
+    })
+    afterEach(() => {
+      vi.useRealTimers()
+    })
+
+    it.each([false, true])('active=%s', async (active) => {
+      const now = (): number => Date.now()
+      const network = new FakeProbeNetwork(now)
+      network.link('a', 'b', 5, 5)
+      network.link('a', 'c', 5, 5)
+      network.link('b', 'c', 5, 5)
+      const controller = new AbortController()
+      const nodes = ['a', 'b', 'c'] as const
+      for (const node of nodes) {
+        const service = createProbeService({ selfId: ids[node], logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory(node) }, controller.signal)
+        service.setLinks(network.linksOf(node, ids))
+        // One relay per destination: the third node.
+        const others = nodes.filter((n) => n !== node)
+        service.setRelayCandidates(new Map(others.map((destination) => [ids[destination], [ids[others.find((n) => n !== destination) ?? 'a']]])))
+        for (const other of others) service.setActive(ids[other], active)
+      }
+      const seconds = 600
+      await vi.advanceTimersByTimeAsync(seconds * 1000)
+      controller.abort()
+      const expected = 2 * probeBudget({ peers: 1, relaysPerDestination: 1, active }).perPeer
+      for (const node of nodes) {
+        const sentPerSecond = (network.payloadsBy.get(node) ?? []).reduce((sum, bytes) => sum + wireBytes(bytes), 0) / seconds
+        expect(sentPerSecond / expected, node).toBeGreaterThan(0.9)
+        expect(sentPerSecond / expected, node).toBeLessThan(1.1)
+      }
+    })
+  })
+})
