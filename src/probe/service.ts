@@ -141,6 +141,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   const pending = new Map<number, Pending>()
   const buckets = new Map<string, TokenBucket>()
   const listeners = new Set<(event: ProbeChangeEvent) => void>()
+  /** Kept apart from the links, so setActive may come before setLinks and survives a link's re-addressing. */
+  const activePeers = new Set<string>()
   let nextSeq = Math.floor(random() * 0x1_0000_0000) >>> 0
 
   const onAbort = (): void => {
@@ -528,20 +530,26 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
         if (link.peerId === selfId) continue
         wanted.set(link.peerId, link)
       }
+      const lostAlive: string[] = []
       for (const [peerId, entry] of links) {
         const link = wanted.get(peerId)
         if (link && link.local4 === entry.link.local4 && link.peer4 === entry.link.peer4) continue
         stopLink(entry)
         links.delete(peerId)
-        if (entry.estimator.alive) logger.info({ peer: peerId }, 'probe: link removed')
+        if (entry.estimator.alive) lostAlive.push(peerId)
       }
       for (const [peerId, link] of wanted) {
         if (links.has(peerId)) continue
-        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), active: false, estimator: initialEstimator }
+        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), active: activePeers.has(peerId), estimator: initialEstimator }
         links.set(peerId, entry)
         void bindLink(entry)
       }
       for (const toward of relays.values()) for (const relayEntry of toward.values()) switchReturnLeg(relayEntry, returnLegFor(directAlive(relayEntry.destination)))
+      // A live link that was removed or re-addressed is gone as far as routing is concerned: say so like a death.
+      for (const peerId of lostAlive) {
+        logger.info({ peer: peerId }, 'probe: live link removed')
+        emit({ kind: 'link-dead', peerId })
+      }
     },
 
     setRelayCandidates(candidates) {
@@ -576,6 +584,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     },
 
     setActive(peerId, active) {
+      if (active) activePeers.add(peerId)
+      else activePeers.delete(peerId)
       const entry = links.get(peerId)
       if (!entry || entry.active === active) return
       entry.active = active

@@ -41,6 +41,11 @@ export class FakeProbeNetwork {
     this.#delayMs.set(`${b}>${a}`, delayBtoAMs)
   }
 
+  /** Changes the one-way delay a→b (packets already in flight keep theirs). */
+  setDelay(a: string, b: string, ms: number): void {
+    this.#delayMs.set(`${a}>${b}`, ms)
+  }
+
   /** Drops everything on the a–b link, both ways. */
   cut(a: string, b: string): void {
     this.#down.add(`${a}>${b}`)
@@ -67,7 +72,9 @@ export class FakeProbeNetwork {
       const end = this.#ends.find((e) => e.node === node && e.local4 === options.address)
       if (!end) return Promise.reject(new Error(`EADDRNOTAVAIL ${options.address}`))
       const key = end.local4
-      this.#bound.set(key, { node, onMessage: options.onMessage })
+      if (this.#bound.has(key)) return Promise.reject(new Error(`EADDRINUSE ${options.address}`))
+      const binding: Bound = { node, onMessage: options.onMessage }
+      this.#bound.set(key, binding)
       return Promise.resolve({
         send: (bytes, address, port) => {
           // Point-to-point: the only reachable address on this link is the peer's.
@@ -87,7 +94,7 @@ export class FakeProbeNetwork {
           }, arrivesAfter + lag)
         },
         close: () => {
-          this.#bound.delete(key)
+          if (this.#bound.get(key) === binding) this.#bound.delete(key)
         },
       })
     }

@@ -51,6 +51,15 @@ function scenario(): Mesh {
   return { network, services, events, controller }
 }
 
+/** Advances fake time in steps until the condition holds; fails after `limitMs` of fake time. */
+async function pollUntilFake(condition: () => boolean, limitMs: number): Promise<void> {
+  for (let waited = 0; waited <= limitMs; waited += 100) {
+    if (condition()) return
+    await vi.advanceTimersByTimeAsync(100)
+  }
+  throw new Error(`condition not met within ${limitMs} ms of fake time`)
+}
+
 beforeEach(() => {
   vi.useFakeTimers({ now: 1_000_000 })
 })
@@ -131,6 +140,38 @@ describe('probe service (fake network, fake clock)', () => {
     await vi.advanceTimersByTimeAsync(10_000)
     expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.c })
     expect(services.a.snapshot().links.get(ids.b)?.alive).toBe(true)
+    controller.abort()
+  })
+
+  it('a link whose RTT jumps past the timeout dies, counts each late reply once, and recovers as the timeout grows', async () => {
+    const { network, services, events, controller } = scenario()
+    services.a.setActive(ids.b, true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    network.setDelay('b', 'a', 900)
+    await vi.advanceTimersByTimeAsync(3_000)
+    expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.b })
+    const dying = services.a.snapshot().links.get(ids.b)
+    expect(dying?.lossPct).toBeGreaterThan(0)
+    expect(dying?.samples).toBeLessThanOrEqual(20)
+    // Late replies raise the smoothed RTT, hence the timeout, until replies come back in time.
+    await pollUntilFake(() => services.a.snapshot().links.get(ids.b)?.alive === true, 30_000)
+    expect(events.filter((e) => e.peerId === ids.b).map((e) => e.kind)).toEqual(['link-alive', 'link-dead', 'link-alive'])
+    expect(services.a.snapshot().links.get(ids.b)?.rttMs).toBeGreaterThan(500)
+    controller.abort()
+  })
+
+  it('setActive before setLinks is remembered, and removing a live link reports it dead', async () => {
+    const { network, services, events, controller } = scenario()
+    services.a.setLinks([])
+    services.a.setActive(ids.c, true)
+    services.a.setLinks(network.linksOf('a', ids))
+    await vi.advanceTimersByTimeAsync(3_000)
+    // Active probing: about 4 probes a second, not one every 1–2 s.
+    expect(services.a.snapshot().links.get(ids.c)?.samples).toBeGreaterThanOrEqual(8)
+    events.length = 0
+    services.a.setLinks(network.linksOf('a', ids).filter((l) => l.peerId !== ids.c))
+    expect(events).toEqual([{ kind: 'link-dead', peerId: ids.c }])
+    expect(services.a.snapshot().links.has(ids.c)).toBe(false)
     controller.abort()
   })
 
