@@ -216,6 +216,23 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('keeps trying to bind a link whose address is not assigned yet', async () => {
+    const now = (): number => Date.now()
+    const network = new FakeProbeNetwork(now)
+    network.link('a', 'b', 5, 5)
+    const controller = new AbortController()
+    const bindA = network.socketFactory('a')
+    let refusals = 3
+    const flaky: typeof bindA = (options, signal) => (refusals-- > 0 ? Promise.reject(new Error('EADDRNOTAVAIL')) : bindA(options, signal))
+    const a = createProbeService({ selfId: ids.a, logger, now, monotonicNow: now, socketFactory: flaky }, controller.signal)
+    const b = createProbeService({ selfId: ids.b, logger, now, monotonicNow: now, socketFactory: network.socketFactory('b') }, controller.signal)
+    a.setLinks(network.linksOf('a', ids))
+    b.setLinks(network.linksOf('b', ids))
+    await pollUntilFake(() => a.snapshot().links.get(ids.b)?.alive === true, 10_000)
+    expect(refusals).toBe(-1)
+    controller.abort()
+  })
+
   it('relays only toward peers it has a link to, and rate-limits per requester', async () => {
     const now = (): number => Date.now()
     const network = new FakeProbeNetwork(now)
