@@ -101,6 +101,19 @@ describe('test underlay: routed, per-direction UDP impairment, NAT', () => {
     await ul.impair('b', 'c', {})
   })
 
+  it('keeps a flow working after it idled, whichever side speaks first', async () => {
+    // a↔c was opened by a (a's side is answered through its redirect entry). After a long
+    // idle time the relay must re-check that entry rather than open a clashing upstream.
+    await pingOnce('a', 'c')
+    await ul.ageRelayFlows()
+    const before = (await ul.relayStats()).rechecks
+    const { atTarget } = await pingOnce('c', 'a')
+    expect(atTarget).toMatchObject({ address: ul.host('c').address, port: PORT })
+    expect((await ul.relayStats()).rechecks).toBeGreaterThan(before)
+    await ul.ageRelayFlows()
+    await pingOnce('a', 'c')
+  })
+
   it('rejects impairments out of range and unknown hosts', async () => {
     await expect(ul.impair('a', 'c', { lossPct: 101 })).rejects.toThrow(/lossPct/)
     await expect(ul.impair('a', 'c', { delayMs: -1 })).rejects.toThrow(/delayMs/)

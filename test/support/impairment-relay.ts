@@ -35,6 +35,7 @@
 // Control: JSON lines on stdin, answers as JSON lines on stdout:
 //   {"id":1,"op":"impair","from":"a","to":"c","delayMs":60,"jitterMs":0,"lossPct":0}
 //   {"id":2,"op":"stats"}   -> {"id":2,"ok":true,"stats":{...}}
+//   {"id":3,"op":"age"}     (test hook: every flow counts as idle, so it is re-checked)
 // On start it prints {"ready":true}. It exits when stdin closes.
 
 import { spawn } from 'node:child_process'
@@ -153,6 +154,8 @@ export interface RelayStats {
   flows: number
   upstreamSockets: number
   unknownFlows: number
+  /** Idle listening handles checked against conntrack before reuse. */
+  rechecks: number
 }
 
 type Endpoint = string // "addr:port"
@@ -180,9 +183,20 @@ interface Flow {
   handles: Map<Endpoint, Handle>
 }
 
-// A listening handle stays usable only while its conntrack entry surely lives:
-// the shortest UDP conntrack timeout is 30 s, refreshed by every packet either way.
+// A listening handle is used without a second look while its conntrack entry surely
+// lives (the shortest UDP conntrack timeout is 30 s, refreshed by every packet either
+// way); after that idle time the relay checks the entry is still there before using
+// it. (The underlay also raises the router's UDP conntrack timeouts.)
 const LISTEN_HANDLE_TTL_MS = 25_000
+
+function readConntrack(): string {
+  try {
+    return readFileSync('/proc/net/nf_conntrack', 'utf8')
+  } catch (error) {
+    process.stderr.write(`relay: cannot read conntrack: ${(error as Error).message}\n`)
+    return ''
+  }
+}
 
 class Relay {
   private readonly config: RelayConfig
@@ -193,7 +207,7 @@ class Relay {
   private readonly flows = new Map<string, Flow>()
   private readonly upstreams = new Set<dgram.Socket>()
   private readonly timers = new Set<NodeJS.Timeout>()
-  readonly stats: RelayStats = { received: 0, sent: 0, dropped: 0, delayed: 0, flows: 0, upstreamSockets: 0, unknownFlows: 0 }
+  readonly stats: RelayStats = { received: 0, sent: 0, dropped: 0, delayed: 0, flows: 0, upstreamSockets: 0, unknownFlows: 0, rechecks: 0 }
 
   constructor(config: RelayConfig) {
     this.config = config
@@ -214,6 +228,14 @@ class Relay {
 
   impair(from: string, to: string, impairment: Impairment): void {
     this.impairments.set(`${from}>${to}`, impairment)
+  }
+
+  /** Makes every flow look idle past the recheck time (a test hook for that path). */
+  age(): void {
+    for (const client of this.clients.values()) client.lastUsed = 0
+    for (const flow of this.flows.values()) {
+      for (const handle of flow.handles.values()) handle.lastUsed = 0
+    }
   }
 
   close(): void {
@@ -243,13 +265,7 @@ class Relay {
     const clientKey = `${listenPort}/${source}`
     let known = this.clients.get(clientKey)
     if (known === undefined || now - known.lastUsed > LISTEN_HANDLE_TTL_MS) {
-      let table = ''
-      try {
-        table = readFileSync('/proc/net/nf_conntrack', 'utf8')
-      } catch (error) {
-        process.stderr.write(`relay: cannot read conntrack: ${(error as Error).message}\n`)
-      }
-      const dest = findRedirectedDestination(table, { address, port }, listenPort)
+      const dest = findRedirectedDestination(readConntrack(), { address, port }, listenPort)
       if (dest === undefined) {
         this.stats.unknownFlows++
         this.stats.dropped++
@@ -318,7 +334,14 @@ class Relay {
   private send(flow: Flow, from: Endpoint, to: Endpoint, msg: Buffer): void {
     const now = Date.now()
     let handle = flow.handles.get(to)
-    if (handle !== undefined && handle.kind === 'listen' && now - handle.lastUsed > LISTEN_HANDLE_TTL_MS) handle = undefined
+    if (handle !== undefined && handle.kind === 'listen' && now - handle.lastUsed > LISTEN_HANDLE_TTL_MS) {
+      // Idle for a while: use it only if its redirect entry still exists. Opening an
+      // upstream while it does would clash with it (same tuple) and be dropped.
+      this.stats.rechecks++
+      const target = splitEndpoint(to)
+      const dest = findRedirectedDestination(readConntrack(), target, handle.port)
+      if (dest === undefined || endpoint(dest.address, dest.port) !== from) handle = undefined
+    }
     handle ??= this.openUpstream(flow, from, to)
     handle.lastUsed = now
     const { address, port } = splitEndpoint(to)
@@ -393,6 +416,9 @@ async function main(): Promise<void> {
       if (message.op === 'impair') {
         if (typeof message.from !== 'string' || typeof message.to !== 'string') throw new Error('impair needs from and to')
         relay.impair(message.from, message.to, validateImpairment(message))
+        reply({ id: message.id, ok: true })
+      } else if (message.op === 'age') {
+        relay.age()
         reply({ id: message.id, ok: true })
       } else if (message.op === 'stats') {
         reply({ id: message.id, ok: true, stats: relay.stats })

@@ -181,6 +181,9 @@ export class Underlay {
     try {
       const router = make('ul-r')
       router.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+      // The router's conntrack entries are the relay's flow state, not part of what is
+      // simulated: keep idle flows for 10 min (NAT namespaces keep the defaults).
+      router.exec('sysctl', ['-qw', 'net.netfilter.nf_conntrack_udp_timeout=600', 'net.netfilter.nf_conntrack_udp_timeout_stream=600'])
       const hosts = names.map((name, index): UnderlayHost => {
         const i = index + 1
         const publicAddress = `10.200.${i}.2`
@@ -266,6 +269,11 @@ export class Underlay {
   async relayStats(): Promise<RelayStats> {
     const answer = await this.relay.request({ op: 'stats' })
     return answer.stats as RelayStats
+  }
+
+  /** Test hook: makes every relay flow look long idle, so its next packets take the re-check path. */
+  async ageRelayFlows(): Promise<void> {
+    await this.relay.request({ op: 'age' })
   }
 
   /** The relay's process id (in the router namespace), for checks that it is gone after close(). */
