@@ -7,6 +7,7 @@ import { main as cli, type CliIo, type LocalCommands } from './cli/main.js'
 const localCommands: LocalCommands = {
   init: async (options, context) => (await import('./agent/commands.js')).initCommand(options, context),
   join: async (options, context) => (await import('./agent/commands.js')).joinCommand(options, context),
+  install: async (context) => (await import('./agent/commands.js')).installCommand(context),
   agent: async (context) => (await import('./agent/commands.js')).agentCommand(context),
   down: async (context) => (await import('./agent/commands.js')).downCommand(context),
 }

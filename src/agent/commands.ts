@@ -84,9 +84,11 @@ export function defaultCommandDeps(): CommandDeps {
   }
 }
 
-function foregroundHint(command: 'init' | 'join'): string {
-  const example = command === 'join' ? 'meshd join <token> --foreground' : 'meshd init --foreground'
-  return `this host does not run systemd, so meshd cannot install its service; run the agent in the foreground instead: ${example} (or "meshd agent" under your own supervisor after a foreground init/join)`
+type ServiceCommand = 'init' | 'join' | 'install'
+
+function foregroundHint(command: ServiceCommand): string {
+  const example = command === 'join' ? 'meshd join <token> --foreground' : command === 'init' ? 'meshd init --foreground' : 'meshd init --foreground or meshd join <token> --foreground'
+  return `this host does not run systemd (no /run/systemd/system), so meshd cannot install its service; run the agent in the foreground instead: ${example}`
 }
 
 function processLogger(context: LocalCommandContext): Logger {
@@ -160,7 +162,7 @@ type ServiceTarget = { layout: InstallLayout; stateDir: string }
  * the service cannot be installed here (options that only --foreground can
  * honour; no systemd). Nothing is changed on the host either way.
  */
-async function serviceTarget(command: 'init' | 'join', context: LocalCommandContext, deps: CommandDeps): Promise<ServiceTarget | number> {
+async function serviceTarget(command: ServiceCommand, context: LocalCommandContext, deps: CommandDeps): Promise<ServiceTarget | number> {
   const { global } = context
   if (global.stateDir !== DEFAULT_STATE_DIR || global.socketPath !== DEFAULT_SOCKET_PATH || global.listen.length > 0) {
     context.io.stderr.write(`meshd: --state-dir, --socket and --listen need --foreground; the service always uses ${DEFAULT_STATE_DIR} and ${DEFAULT_SOCKET_PATH}\n`)
@@ -182,18 +184,22 @@ function stateFailure(context: LocalCommandContext, error: unknown): number {
   throw error
 }
 
+const NOTHING_KEPT = 'nothing of this run is kept (the previous install, if any, is back)'
+
 /**
  * Installs and starts the service for a prepared state directory, waits for
  * the agent to join, and prints the result. On any failure (install, join
  * refused or timed out, Ctrl-C) undoes the install and the state this run
- * wrote, so the host is as it was.
+ * wrote, so the host is as it was. `start: false` (install on a host that is
+ * not a member yet) installs the files only.
  */
 async function installAndWait(
-  command: 'init' | 'join',
+  command: ServiceCommand,
   target: ServiceTarget,
-  transaction: StateTransaction,
+  transaction: StateTransaction | undefined,
   context: LocalCommandContext,
   deps: CommandDeps,
+  start = true,
 ): Promise<number> {
   const { layout } = target
   const controller = new AbortController()
@@ -217,8 +223,13 @@ async function installAndWait(
           context.io.stderr.write(`meshd: ${line}\n`)
         },
       },
-      { signal, runId: `${process.pid}-${randomBytes(4).toString('hex')}` },
+      { signal, runId: `${process.pid}-${randomBytes(4).toString('hex')}`, start },
     )
+    if (!start) {
+      await install.commit()
+      context.io.stdout.write(`meshd is installed in ${layout.prefix} with ${layout.unitName}; run "meshd init" or "meshd join <token>" to start it\n`)
+      return EXIT_OK
+    }
     const result = await waitForJoin(
       { joinTimeoutMs: deps.joinTimeoutMs, peerTimeoutMs: command === 'join' ? deps.peerTimeoutMs : 0, pollMs: deps.pollMs, restartsBefore },
       {
@@ -234,17 +245,20 @@ async function installAndWait(
     )
     if (!result.ok) {
       await install.rollback()
-      await transaction.rollback()
-      context.io.stderr.write(`meshd: ${result.reason}; the service and the state this run installed are removed again\n`)
+      await transaction?.rollback()
+      context.io.stderr.write(`meshd: ${result.reason}; ${NOTHING_KEPT}\n`)
       return EXIT_FAILURE
     }
     await install.commit()
-    transaction.commit()
+    transaction?.commit()
     const network = result.network === undefined ? '' : ` ${result.network}`
+    const running = `${layout.unitName} is enabled and running`
     context.io.stdout.write(
       command === 'join'
-        ? `joined network${network}; this host is ${result.overlay}; reached ${result.peersUp} of ${result.peersKnown} peer(s); ${layout.unitName} is enabled and running\n`
-        : `network${network} created; this host is ${result.overlay}; ${layout.unitName} is enabled and running\n`,
+        ? `joined network${network}; this host is ${result.overlay}; reached ${result.peersUp} of ${result.peersKnown} peer(s); ${running}\n`
+        : command === 'init'
+          ? `network${network} created; this host is ${result.overlay}; ${running}\n`
+          : `meshd is installed in ${layout.prefix}; this host is ${result.overlay} in network${network}; ${running}\n`,
     )
     return EXIT_OK
   } catch (error) {
@@ -254,13 +268,13 @@ async function installAndWait(
     } catch (undoError) {
       undoFailed = `; ${undoError instanceof Error ? undoError.message : 'undoing the install failed'}`
     }
-    await transaction.rollback()
+    await transaction?.rollback()
     if (error instanceof InstallError) {
       context.io.stderr.write(`meshd: ${error.message}${undoFailed}\n`)
       return EXIT_FAILURE
     }
     if (signal.aborted) {
-      context.io.stderr.write(`meshd: interrupted; the service and the state this run installed are removed again${undoFailed}\n`)
+      context.io.stderr.write(`meshd: interrupted; ${NOTHING_KEPT}${undoFailed}\n`)
       return EXIT_FAILURE
     }
     throw error
@@ -340,6 +354,24 @@ export async function joinCommand(options: { token: string; foreground: boolean 
   return runAgent(context, deps, transaction, (overlay) => {
     context.io.stdout.write(`joined network ${parsed.token.network.name}; this host is ${overlay}\n`)
   })
+}
+
+/**
+ * `meshd install`: install or upgrade meshd and its unit without joining. On
+ * a member the service is enabled and restarted on the new files (the links
+ * keep forwarding) and must come back with its address, else the previous
+ * install is restored; elsewhere only the files are installed.
+ */
+export async function installCommand(context: LocalCommandContext, deps: CommandDeps = defaultCommandDeps()): Promise<number> {
+  const target = await serviceTarget('install', context, deps)
+  if (typeof target === 'number') return target
+  let member
+  try {
+    member = await hasNetwork(target.stateDir)
+  } catch (error) {
+    return stateFailure(context, error)
+  }
+  return installAndWait('install', target, undefined, context, deps, member)
 }
 
 export function agentCommand(context: LocalCommandContext, deps: Pick<CommandDeps, 'createAgent'> = { createAgent: createRealAgent }): Promise<number> {

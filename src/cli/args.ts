@@ -36,6 +36,7 @@ const GLOBAL_OPTIONS = {
 export const COMMAND_OPTIONS: Record<string, Record<string, { type: 'string' | 'boolean' }>> = {
   init: { name: { type: 'string' }, cidr: { type: 'string' }, foreground: { type: 'boolean' } },
   join: { foreground: { type: 'boolean' } },
+  install: {},
   token: { ttl: { type: 'string' }, uses: { type: 'string' } },
   status: {},
   peers: {},

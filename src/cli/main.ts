@@ -28,6 +28,8 @@ export interface LocalCommandContext {
 export interface LocalCommands {
   init(options: { name?: string; cidr?: string; foreground: boolean }, context: LocalCommandContext): Promise<number>
   join(options: { token: string; foreground: boolean }, context: LocalCommandContext): Promise<number>
+  /** Installs or upgrades meshd and its systemd unit without joining. */
+  install?(context: LocalCommandContext): Promise<number>
   agent(context: LocalCommandContext): Promise<number>
   /** Removes every kernel object meshd owns, with or without a running agent. */
   down(context: LocalCommandContext): Promise<number>
@@ -40,8 +42,9 @@ interface CommandHelp {
 }
 
 export const HELP: Record<string, CommandHelp> = {
-  init: { usage: 'meshd init [--name NAME] [--cidr CIDR] [--foreground]', summary: 'Create a network with this host as its first member and start the agent.', example: 'meshd init --name lab --cidr 10.73.0.0/16' },
-  join: { usage: 'meshd join <token> [--foreground]', summary: 'Join the network a token from "meshd token create" invites to, and start the agent.', example: 'meshd join meshd1.AAEC…' },
+  init: { usage: 'meshd init [--name NAME] [--cidr CIDR] [--foreground]', summary: 'Create a network with this host as its first member and start the agent (without --foreground: install and start meshd.service).', example: 'meshd init --name lab --cidr 10.73.0.0/16' },
+  join: { usage: 'meshd join <token> [--foreground]', summary: 'Join the network a token from "meshd token create" invites to, and start the agent (without --foreground: install and start meshd.service).', example: 'meshd join meshd1.AAEC…' },
+  install: { usage: 'meshd install', summary: 'Install or upgrade meshd in /usr/local/lib/meshd and meshd.service without joining; restarts the service on a member.', example: 'meshd install' },
   token: { usage: 'meshd token create [--ttl 24h] [--uses 1]', summary: 'Print a join token (and nothing else) for another host. The token is a secret: it carries the network key.', example: 'meshd token create --ttl 2h --uses 3' },
   status: { usage: 'meshd status [--json]', summary: 'Show this host, its peers, links, handshakes and the path to each peer.', example: 'meshd status --json | jq .peers' },
   peers: { usage: 'meshd peers [--json]', summary: 'Show the peer table only.', example: 'meshd peers' },
@@ -85,7 +88,7 @@ export function hasNetAdmin(statusText?: string): boolean {
   return match?.[1] !== undefined && (BigInt(`0x${match[1]}`) & (1n << 12n)) !== 0n
 }
 
-const NEEDS_NET_ADMIN = new Set(['init', 'join', 'agent', 'up', 'down', 'leave', 'evict', 'token', 'status', 'peers', 'ping'])
+const NEEDS_NET_ADMIN = new Set(['init', 'join', 'install', 'agent', 'up', 'down', 'leave', 'evict', 'token', 'status', 'peers', 'ping'])
 
 export async function main(argv: readonly string[], io: CliIo, local?: LocalCommands): Promise<number> {
   const env = io.env ?? process.env
@@ -190,6 +193,10 @@ export async function main(argv: readonly string[], io: CliIo, local?: LocalComm
         if (!local) return fail(EXIT.failure, '"join" is not available in this build')
         return await local.join({ token, foreground: options.foreground === true }, context)
       }
+      case 'install':
+        if (positionals.length > 0) return fail(EXIT.usage, `usage: ${HELP.install?.usage ?? ''}`)
+        if (!local?.install) return fail(EXIT.failure, '"install" is not available in this build')
+        return await local.install(context)
       default:
         return fail(EXIT.usage, `unknown command "${command}"; run "meshd help"`)
     }

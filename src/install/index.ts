@@ -32,11 +32,11 @@ export async function systemdRunning(layout: InstallLayout, fs: InstallFs): Prom
 
 /**
  * Installs the package, the `meshd` symlink and the unit, reloads systemd,
- * enables and (re)starts the service. Throws InstallError after undoing
+ * enables and (re)starts the service (unless `start` is false). Throws InstallError after undoing
  * everything on a failure; otherwise returns the transaction to commit once
  * the agent has joined, or to roll back if it does not.
  */
-export async function installService(layout: InstallLayout, components: InstallComponents, options: { signal: AbortSignal; runId: string }): Promise<InstallTransaction> {
+export async function installService(layout: InstallLayout, components: InstallComponents, options: { signal: AbortSignal; runId: string; start?: boolean }): Promise<InstallTransaction> {
   let entries
   try {
     entries = await collectPackage(components.sourceRoot, components.reader)
@@ -47,7 +47,7 @@ export async function installService(layout: InstallLayout, components: InstallC
   const unitText = await components.fs.readText(join(components.sourceRoot, 'systemd', layout.unitName))
   if (unitText === undefined) throw new InstallError(`cannot install meshd: ${join(components.sourceRoot, 'systemd', layout.unitName)} is missing from the package`)
   const current = await inspect(layout, components.sourceRoot, components, options)
-  const plan = planInstall({ layout, entries, unitText, current, runId: options.runId })
+  const plan = planInstall({ layout, entries, unitText, current, runId: options.runId, start: options.start ?? true })
   if (!plan.ok) throw new InstallError(`cannot install meshd: ${plan.reason}`)
   return executeInstall(plan.steps, layout, components, options)
 }

@@ -27,6 +27,8 @@ export interface InstallInput {
   readonly current: InstalledState
   /** Makes the staging and backup names unique to this run. */
   readonly runId: string
+  /** Enable and (re)start the service; false installs the files only (default true). */
+  readonly start?: boolean
 }
 
 /** Paths in steps are host paths (under layout.root); link targets are what the running system resolves. */
@@ -64,6 +66,7 @@ export function planInstall(input: InstallInput): InstallPlan {
     steps.push({ kind: 'write-unit', path: onHost(layout, unitPath(layout)), text: input.unitText, previous: current.unitText })
   }
   steps.push({ kind: 'daemon-reload' })
+  if (input.start === false) return { ok: true, steps }
   if (!current.enabled) steps.push({ kind: 'enable', unit: layout.unitName })
   // restart, not start: a running agent of an older install picks up the new package and state.
   steps.push({ kind: 'restart', unit: layout.unitName, wasActive: current.active })

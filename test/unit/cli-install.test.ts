@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
-import { defaultCommandDeps, joinCommand, type CommandDeps } from '../../src/agent/commands.js'
+import { defaultCommandDeps, installCommand, joinCommand, type CommandDeps } from '../../src/agent/commands.js'
 import type { Agent } from '../../src/agent/agent.js'
 import { IDENTITY_FILE_NAME } from '../../src/membership/identity.js'
-import { NETWORK_FILE, PENDING_TOKEN_FILE, WIREGUARD_KEY_FILE } from '../../src/agent/state.js'
+import { NETWORK_FILE, PENDING_TOKEN_FILE, saveNetwork, WIREGUARD_KEY_FILE } from '../../src/agent/state.js'
 import { parseCommandLine } from '../../src/cli/args.js'
 import { hasNetAdmin, type LocalCommandContext } from '../../src/cli/main.js'
 import type { JoinStatus } from '../../src/install/wait.js'
@@ -86,7 +86,7 @@ describe('meshd join without --foreground, through the real CLI', () => {
     }
     expect(result.status).toBe(1)
     expect(result.stdout).toBe('')
-    expect(result.stderr).toMatch(/^meshd: this host does not run systemd, .*meshd join <token> --foreground.*\n$/)
+    expect(result.stderr).toMatch(/^meshd: this host does not run systemd \(no \/run\/systemd\/system\), .*: meshd join <token> --foreground\n$/)
     expect(result.stderr.trim().split('\n')).toHaveLength(1)
     expect(result.stderr).not.toContain(TOKEN.slice(10, 40))
     expect(snapshot(root)).toEqual(['/ 700'])
@@ -135,7 +135,7 @@ describe('meshd join installing the service (fake systemctl, real files under a 
     }
     const c = context(['join', TOKEN], { MESHD_INSTALL_ROOT: b.root })
     expect(await joinCommand({ token: TOKEN, foreground: false }, c.context, deps(b, systemctl, () => undefined))).toBe(1)
-    expect(c.err()).toMatch(/meshd: the agent exited before joining \(see "journalctl -u meshd"\); the service and the state this run installed are removed again\n$/)
+    expect(c.err()).toMatch(/meshd: the agent exited before joining \(see "journalctl -u meshd"\); nothing of this run is kept \(the previous install, if any, is back\)\n$/)
     expect(snapshot(b.root)).toEqual(before)
     expect(systemctl.state).toMatchObject({ enabled: false, active: false })
   })
@@ -158,6 +158,38 @@ describe('meshd join installing the service (fake systemctl, real files under a 
     expect(c.err()).toBe('meshd: --state-dir, --socket and --listen need --foreground; the service always uses /var/lib/meshd and /run/meshd/meshd.sock\n')
     expect(snapshot(b.root)).toEqual(before)
     expect(existsSync(join(b.base, 'state'))).toBe(false)
+  })
+})
+
+describe('meshd install (install or upgrade without joining)', () => {
+  it('on a host that is not a member installs the files only', async () => {
+    const b = box()
+    const systemctl = fakeSystemctl()
+    const c = context(['install'], { MESHD_INSTALL_ROOT: b.root })
+    expect(await installCommand(c.context, deps(b, systemctl, () => undefined))).toBe(0)
+    expect(c.out()).toBe('meshd is installed in /usr/local/lib/meshd with meshd.service; run "meshd init" or "meshd join <token>" to start it\n')
+    expect(systemctl.calls).toEqual(['is-enabled meshd.service', 'is-active meshd.service', 'daemon-reload'])
+    expect(existsSync(join(b.root, 'usr/local/lib/meshd/bin/meshd.js'))).toBe(true)
+    expect(existsSync(join(b.root, 'var/lib/meshd'))).toBe(false)
+  })
+
+  it('on a member restarts the service on the new files, and puts the old ones back when the agent does not come back', async () => {
+    const b = box()
+    const systemctl = fakeSystemctl()
+    await saveNetwork(join(b.root, 'var/lib/meshd'), labNetwork())
+    const up = (): JoinStatus | undefined => (systemctl.state.active ? { self: { addresses: ['10.73.0.9'], network: { name: 'lab' } }, peers: [] } : undefined)
+    const first = context(['install'], { MESHD_INSTALL_ROOT: b.root })
+    expect(await installCommand(first.context, deps(b, systemctl, up))).toBe(0)
+    expect(first.out()).toBe('meshd is installed in /usr/local/lib/meshd; this host is 10.73.0.9 in network lab; meshd.service is enabled and running\n')
+
+    const installed = snapshot(b.root)
+    systemctl.onRestart = () => {
+      systemctl.state.subState = 'auto-restart'
+    }
+    const again = context(['install'], { MESHD_INSTALL_ROOT: b.root })
+    expect(await installCommand(again.context, deps(b, systemctl, () => undefined))).toBe(1)
+    expect(again.err()).toMatch(/the agent exited before joining .*; nothing of this run is kept/)
+    expect(snapshot(b.root)).toEqual(installed)
   })
 })
 

@@ -48,6 +48,11 @@ describe('install plan', () => {
     expect(steps).toContainEqual({ kind: 'write-unit', path: '/etc/systemd/system/meshd.service', text: UNIT, previous: 'old' })
   })
 
+  it('with start: false installs the files only', () => {
+    const result = planInstall({ layout: DEFAULT_LAYOUT, entries, unitText: UNIT, current: fresh, runId: 'r1', start: false })
+    expect(result.ok && result.steps.map((s) => s.kind)).toEqual(['stage-package', 'swap-package', 'link-bin', 'write-unit', 'daemon-reload'])
+  })
+
   it('refuses to replace a /usr/local/bin/meshd that is not a symlink', () => {
     expect(planInstall({ layout: DEFAULT_LAYOUT, entries, unitText: UNIT, current: { ...fresh, binLink: { kind: 'other' } }, runId: 'r1' })).toEqual({
       ok: false,
