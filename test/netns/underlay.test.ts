@@ -150,6 +150,12 @@ describe('test underlay: routed, per-direction UDP impairment, NAT', () => {
     await ul.restore('a', 'b') // idempotent
     await pingOnce('a', 'b')
     await pingOnce('b', 'a')
+    // reset() undoes cuts and impairments alike.
+    await ul.cut('b', 'c')
+    await ul.impair('a', 'b', { lossPct: 100 })
+    await ul.reset()
+    await pingOnce('b', 'c')
+    await pingOnce('a', 'b')
   })
 
   it('(4) endpoint-independent NAT: same public port for every destination, reachable after a punch', async () => {

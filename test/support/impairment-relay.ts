@@ -35,7 +35,8 @@
 // Control: JSON lines on stdin, answers as JSON lines on stdout:
 //   {"id":1,"op":"impair","from":"a","to":"c","delayMs":60,"jitterMs":0,"lossPct":0}
 //   {"id":2,"op":"stats"}   -> {"id":2,"ok":true,"stats":{...}}
-//   {"id":3,"op":"age"}     (test hook: every flow counts as idle, so it is re-checked)
+//   {"id":3,"op":"reset"}   (clears every impairment)
+//   {"id":4,"op":"age"}     (test hook: every flow counts as idle, so it is re-checked)
 // On start it prints {"ready":true}. It exits when stdin closes.
 
 import { spawn } from 'node:child_process'
@@ -230,6 +231,11 @@ class Relay {
     this.impairments.set(`${from}>${to}`, impairment)
   }
 
+  /** Clears every impairment. */
+  reset(): void {
+    this.impairments.clear()
+  }
+
   /** Makes every flow look idle past the recheck time (a test hook for that path). */
   age(): void {
     for (const client of this.clients.values()) client.lastUsed = 0
@@ -416,6 +422,9 @@ async function main(): Promise<void> {
       if (message.op === 'impair') {
         if (typeof message.from !== 'string' || typeof message.to !== 'string') throw new Error('impair needs from and to')
         relay.impair(message.from, message.to, validateImpairment(message))
+        reply({ id: message.id, ok: true })
+      } else if (message.op === 'reset') {
+        relay.reset()
         reply({ id: message.id, ok: true })
       } else if (message.op === 'age') {
         relay.age()

@@ -265,6 +265,12 @@ export class Underlay {
     this.cutSet('delete', a, b)
   }
 
+  /** Clears every impairment and every cut: the underlay as created. */
+  async reset(): Promise<void> {
+    this.router.exec('nft', ['flush', 'set', 'ip', 'meshd_underlay', 'cut'])
+    await this.relay.request({ op: 'reset' })
+  }
+
   /** Counters of the relay (packets received, sent, dropped, delayed, flows, …). */
   async relayStats(): Promise<RelayStats> {
     const answer = await this.relay.request({ op: 'stats' })
