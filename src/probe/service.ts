@@ -528,6 +528,11 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       const wanted = new Map<string, ProbeLink>()
       for (const link of next) {
         if (link.peerId === selfId) continue
+        // The id travels in relay packets; one the codec cannot carry would fail later, deep in a socket callback.
+        if (!isEncodableNodeId(link.peerId)) {
+          logger.warn({ peer: link.peerId }, 'probe: not probing a link whose peer id is not a base58 node id')
+          continue
+        }
         wanted.set(link.peerId, link)
       }
       const lostAlive: string[] = []

@@ -216,6 +216,16 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('ignores links whose peer id the wire format cannot carry', async () => {
+    const { network, services, controller } = scenario()
+    const [link] = network.linksOf('a', ids)
+    if (!link) throw new Error('no link')
+    services.a.setLinks([{ ...link, peerId: 'not base58: 0OIl' }])
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect([...services.a.snapshot().links.keys()]).toEqual([])
+    controller.abort()
+  })
+
   it('keeps trying to bind a link whose address is not assigned yet', async () => {
     const now = (): number => Date.now()
     const network = new FakeProbeNetwork(now)
