@@ -167,6 +167,11 @@ class Channel {
     private readonly components: NetlinkComponents,
   ) {}
 
+  /** Requests in flight or waiting on this socket. */
+  get load(): number {
+    return (this.#busy ? 1 : 0) + this.#waiters.length
+  }
+
   close(): void {
     this.#closed = true
     this.#inflight?.settle(this.#inflight.call.error('EBADF', 'netlink port closed'))
@@ -406,27 +411,42 @@ function referencedLinks(link: Link): string[] {
 }
 
 class Rtnetlink implements RtnetlinkPort {
-  readonly #channel: Channel
+  /** Request sockets, each with one request in flight; concurrent calls spread over them (opened on first use). */
+  readonly #channels: Channel[]
+  readonly #channelOf = new WeakMap<Call, Channel>()
   readonly #watcher: Watcher
 
   constructor(
     private readonly timeoutMs: number,
+    sockets: number,
     components: NetlinkComponents,
   ) {
-    this.#channel = new Channel(Protocol.ROUTE, components)
+    this.#channels = Array.from({ length: Math.max(1, sockets) }, () => new Channel(Protocol.ROUTE, components))
     this.#watcher = new Watcher(components)
   }
 
+  /** Runs one call on the least busy socket; every request of the call goes there. */
   #run<T>(op: string, options: CallOptions, body: (call: Call) => Promise<T>): Promise<T> {
-    return runCall(op, options, this.timeoutMs, body)
+    let channel = this.#channels[0] as Channel
+    for (const candidate of this.#channels) if (candidate.load < channel.load) channel = candidate
+    return runCall(op, options, this.timeoutMs, (call) => {
+      this.#channelOf.set(call, channel)
+      return body(call)
+    })
+  }
+
+  #channel(call: Call): Channel {
+    const channel = this.#channelOf.get(call)
+    if (channel === undefined) throw new TypeError('netlink call without a socket')
+    return channel
   }
 
   async #dump(call: Call, request: NlRequest): Promise<Buffer[]> {
-    return (await this.#channel.request(call, request)).map((m) => m.payload)
+    return (await this.#channel(call).request(call, request)).map((m) => m.payload)
   }
 
   async #ack(call: Call, request: NlRequest): Promise<void> {
-    await this.#channel.request(call, request)
+    await this.#channel(call).request(call, request)
   }
 
   /** index → name for decoding dumps that name links by index; from `links` when the caller has a dump of them. */
@@ -449,7 +469,7 @@ class Rtnetlink implements RtnetlinkPort {
     for (const name of new Set(names)) {
       let replies: NlMessage[]
       try {
-        replies = await this.#channel.request(call, encodeLinkGet(name))
+        replies = await this.#channel(call).request(call, encodeLinkGet(name))
       } catch (error) {
         if (error instanceof KernelError && error.errno === 'ENODEV') throw call.error('ENODEV', `no link named ${name}`)
         throw error
@@ -542,7 +562,7 @@ class Rtnetlink implements RtnetlinkPort {
       }
       const ifindex = await this.#ifindexes(call, [master, name])
       const index = ifindex(name)
-      const [reply] = await this.#channel.request(call, encodeLinkGet(name))
+      const [reply] = await this.#channel(call).request(call, encodeLinkGet(name))
       const wasUp = reply !== undefined && decodeLink(reply.payload, (i) => `if${i}`).up
       if (wasUp) await this.#ack(call, encodeLinkSet(index, { up: false }, ifindex))
       await this.#ack(call, encodeLinkSet(index, { ...(change.mtu === undefined ? {} : { mtu: change.mtu }), master }, ifindex))
@@ -605,13 +625,17 @@ class Rtnetlink implements RtnetlinkPort {
 
   close(): void {
     this.#watcher.close()
-    this.#channel.close()
+    for (const channel of this.#channels) channel.close()
   }
 }
 
-/** Opens rtnetlink in the calling process's network namespace; sockets open lazily, on first use. */
-export function openRtnetlink(init: { timeoutMs?: number } = {}, components: NetlinkComponents = defaultComponents): RtnetlinkPort {
-  return new Rtnetlink(init.timeoutMs ?? DEFAULT_TIMEOUT_MS, components)
+/**
+ * Opens rtnetlink in the calling process's network namespace; sockets open lazily, on first use.
+ * `sockets` (default 1): how many requests may be in flight at once, one per socket; the
+ * reconciler's concurrent operations then overlap their round trips instead of queueing.
+ */
+export function openRtnetlink(init: { timeoutMs?: number; sockets?: number } = {}, components: NetlinkComponents = defaultComponents): RtnetlinkPort {
+  return new Rtnetlink(init.timeoutMs ?? DEFAULT_TIMEOUT_MS, init.sockets ?? 1, components)
 }
 
 // ── WireGuard over generic netlink ───────────────────────────────────────────

@@ -27,7 +27,8 @@ export class NoWireguardError extends Error {
 
 export async function openKernelLayer(init: { wireguard: WireguardPreference; timeoutMs?: number }, components: { logger: Logger }, signal: AbortSignal): Promise<KernelLayer> {
   const timeoutMs = init.timeoutMs ?? 5000
-  const rtnl = openRtnetlink({ timeoutMs })
+  // Several request sockets: the reconciler runs independent operations concurrently.
+  const rtnl = openRtnetlink({ timeoutMs, sockets: 8 })
   const genl = openWireguardGenl({ timeoutMs })
   const capabilities = await detectCapabilities(
     {

@@ -228,7 +228,10 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
       const rest = batch.filter((entry) => !stops.includes(entry))
       const stopFailures = await removeInterfaces(stops.map(({ operation }) => operationLink(operation) ?? ''), signal)
       for (const { operation, index } of stops) settle(operation, index, stopFailures.get(operationLink(operation) ?? ''))
-      await forEachLimited(rest, concurrency, async ({ operation, index }) => {
+      // Every wireguard-go process reads the namespace's link notifications, and exits when its
+      // socket overflows (ENOBUFS): link changes go one at a time on that backend.
+      const floods = wireguard.kind === 'userspace' && batch[0]?.operation.op === 'linkSet'
+      await forEachLimited(rest, floods ? 1 : concurrency, async ({ operation, index }) => {
         try {
           await execute(operation, signal)
           settle(operation, index, undefined)

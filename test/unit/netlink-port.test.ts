@@ -231,6 +231,26 @@ describe('one request in flight, timeouts and aborts', () => {
     expect(events).toEqual(['request 32', 'answer 32', 'request 25', 'answer 25', 'request 33', 'answer 33'])
   })
 
+  it('with several sockets, runs concurrent calls at once, one request in flight on each', async () => {
+    const events: string[] = []
+    const kernel = new FakeKernel((r) => {
+      events.push(`request ${r.type}`)
+      setImmediate(() => events.push(`answer ${r.type}`))
+      return [ack(r)]
+    })
+    const rt = openRtnetlink({ sockets: 2 }, kernel)
+    await Promise.all([
+      rt.ruleAdd({ family: 4, priority: 7300, table: 7300 }, { signal: signal() }),
+      rt.routeDel({ table: 7300, dst: '10.0.0.0/8' }, { signal: signal() }),
+      rt.ruleDel({ family: 4, priority: 7300, table: 7300 }, { signal: signal() }),
+    ])
+    // Two go out together, one per socket; the third waits for the first socket to be free.
+    expect(events.slice(0, 2)).toEqual(['request 32', 'request 25'])
+    expect(events.indexOf('request 33')).toBeGreaterThan(events.indexOf('answer 32'))
+    expect(kernel.sockets).toHaveLength(2)
+    expect(kernel.sockets.map((s) => s.sent.length).sort()).toEqual([1, 2])
+  })
+
   it('times out with ETIMEDOUT and opens a fresh socket for the next call', async () => {
     let silent = true
     const kernel = new FakeKernel((r) => (silent ? 'silence' : [ack(r)]))
