@@ -211,6 +211,9 @@ export class Underlay {
         return { name, ns, address: publicAddress, localAddress, nat: { mode, ns: edge } }
       })
       router.exec('nft', ['-f', '-'], routerRuleset(hosts.map((h) => h.address)))
+      if (router.execStatus('test', ['-r', '/proc/net/nf_conntrack']) !== 0) {
+        throw new Error('the impairment relay needs /proc/net/nf_conntrack (CONFIG_NF_CONNTRACK_PROCFS), which this kernel lacks')
+      }
       const config: RelayConfig = {
         hosts: Object.fromEntries(hosts.map((h) => [h.address, h.name])),
         listenPorts: Array.from({ length: RELAY_PORTS.last - RELAY_PORTS.first + 1 }, (_, k) => RELAY_PORTS.first + k),
