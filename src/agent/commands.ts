@@ -1,5 +1,12 @@
 // The commands that run on this host: set up a network or join one, run the
 // agent, and tear down meshd's kernel objects without an agent.
+//
+// init and join write the state directory inside a StateTransaction, then
+// either run the agent here (--foreground) or install meshd and its systemd
+// service (src/install) and wait for the agent there to join. The join
+// request reaches the service as join.token (0600) in the state directory,
+// which the agent consumes once at start. Whichever way, a join that fails
+// undoes what the run wrote: state files, and for the service the install.
 
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -277,7 +284,10 @@ async function installAndWait(
       context.io.stderr.write(`meshd: interrupted; ${NOTHING_KEPT}${undoFailed}\n`)
       return EXIT_FAILURE
     }
-    throw error
+    // e.g. systemctl missing, or a state file that cannot be written: one line, never a stack.
+    const message = error instanceof Error ? error.message.split('\n')[0] : String(error)
+    context.io.stderr.write(`meshd: ${message}; ${NOTHING_KEPT}${undoFailed}\n`)
+    return EXIT_FAILURE
   } finally {
     process.removeListener('SIGINT', onSignal)
     process.removeListener('SIGTERM', onSignal)

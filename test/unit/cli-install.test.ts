@@ -150,6 +150,16 @@ describe('meshd join installing the service (fake systemctl, real files under a 
     expect(snapshot(b.root)).toEqual(before)
   })
 
+  it('when systemctl cannot run at all, says so in one line and changes nothing', async () => {
+    const b = box()
+    const before = snapshot(b.root)
+    const c = context(['join', TOKEN], { MESHD_INSTALL_ROOT: b.root })
+    const d = { ...deps(b, fakeSystemctl(), () => undefined), systemctl: () => Promise.reject(new Error('cannot run systemctl: spawn systemctl ENOENT')) }
+    expect(await joinCommand({ token: TOKEN, foreground: false }, c.context, d)).toBe(1)
+    expect(c.err()).toBe('meshd: cannot run systemctl: spawn systemctl ENOENT; nothing of this run is kept (the previous install, if any, is back)\n')
+    expect(snapshot(b.root)).toEqual(before)
+  })
+
   it('needs --foreground for --state-dir, and changes nothing', async () => {
     const b = box()
     const before = snapshot(b.root)
