@@ -1,0 +1,297 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { afterAll, expect, it } from 'vitest'
+import { AgentLab, createToken, meshd, MESHD_BIN, startAgent, status, stopAgent, waitForAgent, type AgentHost } from '../test/support/agents.js'
+import { Netns } from '../test/support/netns.js'
+import { pollUntil } from '../test/support/poll.js'
+import { recordBenchmark } from './record.js'
+import { awaitInotifyHeadroom } from './support/kernel-mesh.js'
+
+// The agent (issue 5, item 8), real agents (bin/meshd.js, wireguard-go) in
+// namespaces on a bridge underlay (test/support/agents.ts):
+//
+// - join-to-connectivity: one host inits, three join one after another; for
+//   each joiner, from issuing `meshd join` until the joiner has had a ping
+//   reply from every member's overlay address, minus the process start
+//   (`meshd version` in the same namespace, median of 5). Baseline, same run:
+//   one plain wireguard-go tunnel between two namespaces brought up by hand
+//   (start wireguard-go on both ends, `wg set`, addresses, up) until the first
+//   ping reply — the least any WireGuard-over-wireguard-go mesh can take.
+// - idle agent RSS (/proc/<pid>/status VmRSS) and CPU (utime+stime from
+//   /proc/<pid>/stat over a 10 s window) with 3 real peers, then on a fresh
+//   agent with 3 and with 20 simulated peers (bench/support/sim-members.mjs:
+//   membership and link negotiation, no WireGuard, so their links never
+//   handshake). Baseline, same window: a bare Node process (the same binary)
+//   idling on a timer.
+
+const IDLE_WINDOW_MS = 10_000
+/** After the last change, before an idle window: records, negotiations and the first probe rounds settle. */
+const SETTLE_MS = 15_000
+const node = process.execPath
+const lab = new AgentLab(6, 'mb')
+const [h1, h2, h3, h4, h5, sim] = lab.hosts as [AgentHost, AgentHost, AgentHost, AgentHost, AgentHost, AgentHost]
+const children: ChildProcess[] = []
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGTERM')
+  await lab.destroy()
+})
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** One ping with a 1 s wait, without blocking the event loop. */
+function pingAsync(ns: string, address: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-c1', '-W1', '-q', address], { stdio: 'ignore' })
+    child.once('exit', (code) => {
+      resolve(code === 0)
+    })
+  })
+}
+
+/** Resolves with the time (performance.now) of the first ping reply from each address. */
+async function firstReplies(ns: string, addresses: readonly string[], deadlineMs: number): Promise<number[]> {
+  const deadline = performance.now() + deadlineMs
+  return Promise.all(
+    addresses.map(async (address) => {
+      while (performance.now() < deadline) {
+        if (await pingAsync(ns, address)) return performance.now()
+        await delay(20)
+      }
+      throw new Error(`no ping reply from ${address} within ${deadlineMs} ms`)
+    }),
+  )
+}
+
+function timeCommand(host: AgentHost, args: readonly string[]): number {
+  const start = performance.now()
+  const result = spawnSync('ip', ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args], { stdio: 'ignore' })
+  if (result.status !== 0) throw new Error(`meshd ${args.join(' ')} exited ${result.status}`)
+  return performance.now() - start
+}
+
+// ── Baseline: one plain wireguard-go tunnel ─────────────────────────────────
+
+
+async function plainTunnelMs(): Promise<number> {
+  await awaitInotifyHeadroom(4)
+  const a = new Netns('mb-wa')
+  const b = new Netns('mb-wb')
+  const suffix = randomBytes(3).toString('hex')
+  const names = [`wbA${suffix}`, `wbB${suffix}`]
+  try {
+    a.ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name)
+    a.ip('addr', 'add', '192.0.2.1/24', 'dev', 'eth0')
+    b.ip('addr', 'add', '192.0.2.2/24', 'dev', 'eth0')
+    a.ip('link', 'set', 'eth0', 'up')
+    b.ip('link', 'set', 'eth0', 'up')
+    const keys = [0, 1].map(() => {
+      const priv = spawnSync('wg', ['genkey'], { encoding: 'utf8' }).stdout.trim()
+      return { priv, pub: spawnSync('wg', ['pubkey'], { input: priv, encoding: 'utf8' }).stdout.trim() }
+    })
+    // wg reads private keys from files only.
+    const keyFiles = keys.map((key, i) => {
+      const path = join(lab.root, `plain-${suffix}-${i}.key`)
+      writeFileSync(path, `${key.priv}\n`, { mode: 0o600 })
+      return path
+    })
+    const ends = [
+      { ns: a, name: names[0] ?? '', keyFile: keyFiles[0] ?? '', peer: keys[1], port: 51000, peerIp: '192.0.2.2', peerPort: 51001, local: '10.99.0.1', remote: '10.99.0.2' },
+      { ns: b, name: names[1] ?? '', keyFile: keyFiles[1] ?? '', peer: keys[0], port: 51001, peerIp: '192.0.2.1', peerPort: 51000, local: '10.99.0.2', remote: '10.99.0.1' },
+    ]
+    const start = performance.now()
+    for (const end of ends) {
+      end.ns.exec('wireguard-go', [end.name])
+      end.ns.exec('wg', ['set', end.name, 'listen-port', String(end.port), 'private-key', end.keyFile, 'peer', end.peer?.pub ?? '', 'endpoint', `${end.peerIp}:${end.peerPort}`, 'allowed-ips', '0.0.0.0/0', 'persistent-keepalive', '25'])
+      end.ns.ip('addr', 'add', end.local, 'peer', end.remote, 'dev', end.name)
+      end.ns.ip('link', 'set', end.name, 'up')
+    }
+    const [reply] = await firstReplies(a.name, ['10.99.0.2'], 20_000)
+    return (reply ?? Number.NaN) - start
+  } finally {
+    for (const [i, ns] of [a, b].entries()) spawnSync('ip', ['-n', ns.name, 'link', 'del', names[i] ?? ''], { stdio: 'ignore' })
+    a.delete()
+    b.delete()
+  }
+}
+
+// ── /proc ────────────────────────────────────────────────────────────────────
+
+const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+
+function cpuTicks(pid: number): number {
+  // Fields after the command name (which may hold spaces) start at field 3; utime and stime are fields 14 and 15.
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12])
+}
+
+function rssMiB(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return Number(match?.[1] ?? Number.NaN) / 1024
+}
+
+interface Idle {
+  cpuPct: number
+  rssMiB: number
+}
+
+/** CPU (% of one core) over the same window and RSS at its end, for each pid. */
+async function idle(pids: readonly number[]): Promise<Idle[]> {
+  const before = pids.map(cpuTicks)
+  const start = performance.now()
+  await delay(IDLE_WINDOW_MS)
+  const seconds = (performance.now() - start) / 1000
+  return pids.map((pid, i) => ({ cpuPct: ((cpuTicks(pid) - (before[i] ?? 0)) / TICKS_PER_SECOND / seconds) * 100, rssMiB: rssMiB(pid) }))
+}
+
+function bareNode(): ChildProcess {
+  const child = spawn(node, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+  children.push(child)
+  return child
+}
+
+function wireguardGoRssMiB(host: AgentHost): { count: number; rss: number } {
+  const pids = spawnSync('ip', ['netns', 'pids', host.ns.name], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number)
+  let count = 0
+  let rss = 0
+  for (const pid of pids) {
+    try {
+      if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('wireguard-go')) continue
+      count++
+      rss += rssMiB(pid)
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return { count, rss }
+}
+
+function pidOf(host: AgentHost): number {
+  const pid = host.agent?.pid
+  if (pid === undefined) throw new Error(`${host.name} has no agent`)
+  return pid
+}
+
+function idleDetail(label: string, agent: Idle, base: Idle, wgo: { count: number; rss: number }): string {
+  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS, ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s; bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
+}
+
+// ── The benchmarks ──────────────────────────────────────────────────────────
+
+it('agent: join-to-connectivity (4 hosts) vs a plain wireguard-go tunnel; idle RSS and CPU with 3 peers vs a bare node', async () => {
+  const tunnels: number[] = []
+  for (let i = 0; i < 3; i++) tunnels.push(await plainTunnelMs())
+  const tunnel = median(tunnels)
+  const starts: number[] = []
+  for (let i = 0; i < 5; i++) starts.push(timeCommand(h1, ['version']))
+  const processStart = median(starts)
+  recordBenchmark({
+    name: 'agent-baseline-plain-tunnel',
+    figure: '1.00x',
+    detail: `one wireguard-go tunnel between two namespaces by hand, start to first ping reply: ${tunnel.toFixed(0)} ms (median of 3: ${tunnels.map((t) => t.toFixed(0)).join(', ')}); meshd process start (meshd version) ${processStart.toFixed(0)} ms (median of 5)`,
+  })
+
+  startAgent(h1, ['init', '--name', 'bench', '--cidr', '10.76.0.0/16'])
+  await waitForAgent(h1)
+  const joined: AgentHost[] = [h1]
+  const results: { host: AgentHost; members: number; totalMs: number }[] = []
+  for (const joiner of [h2, h3, h4]) {
+    await awaitInotifyHeadroom(joined.length * 2 + 2)
+    const token = createToken(h1)
+    const targets = joined.map((host) => status(host)?.self.addresses[0] ?? '')
+    const start = performance.now()
+    startAgent(joiner, ['join', token])
+    const replies = await firstReplies(joiner.ns.name, targets, 60_000)
+    const totalMs = Math.max(...replies) - start
+    results.push({ host: joiner, members: joined.length, totalMs })
+    joined.push(joiner)
+    // Let the mesh settle before the next join, so each measures one join alone.
+    await pollUntil(() => (joined.every((host) => status(host)?.peers.filter((p) => p.state === 'up').length === joined.length - 1) ? true : undefined), {
+      deadlineMs: 60_000,
+      intervalMs: 250,
+      what: `${joined.length} hosts up everywhere`,
+    })
+  }
+  for (const { host, members, totalMs } of results) {
+    const net = totalMs - processStart
+    recordBenchmark({
+      name: `agent-join-to-connectivity-${members + 1}`,
+      figure: `${(net / tunnel).toFixed(2)}x`,
+      detail: `${host.name} joins ${members} member(s): ${net.toFixed(0)} ms from join to a ping reply from every member, not counting process start (${totalMs.toFixed(0)} ms − ${processStart.toFixed(0)} ms), vs ${tunnel.toFixed(0)} ms for one plain wireguard-go tunnel; target ≤ 2000 ms`,
+    })
+  }
+
+  // The bare node starts before the settling time, so its own start-up is not in the window.
+  const base = bareNode()
+  await delay(SETTLE_MS)
+  const [agent3, bare] = await idle([pidOf(h1), base.pid ?? 0])
+  if (!agent3 || !bare) throw new Error('no idle figures')
+  const wgo = wireguardGoRssMiB(h1)
+  recordBenchmark({ name: 'agent-idle-rss-3-real', figure: `${(agent3.rssMiB / bare.rssMiB).toFixed(2)}x`, detail: `${idleDetail('h1 with 3 real peers', agent3, bare, wgo)}; target ≤ 100 MB` })
+  recordBenchmark({ name: 'agent-idle-cpu-3-real', figure: `${agent3.cpuPct.toFixed(2)} % of a core (bare node ${bare.cpuPct.toFixed(2)} %)`, detail: `${idleDetail('h1 with 3 real peers', agent3, bare, wgo)}; target < 1 %` })
+  base.kill('SIGTERM')
+  expect(results).toHaveLength(3)
+
+  // Free the namespaces' wireguard-go processes before the next phase.
+  for (const host of [h1, h2, h3, h4]) {
+    meshd(host, ['down'])
+    await stopAgent(host)
+  }
+})
+
+it('agent: idle RSS and CPU with 3 and 20 simulated peers vs a bare node', async () => {
+  startAgent(h5, ['init', '--name', 'bench20', '--cidr', '10.77.0.0/16'])
+  await waitForAgent(h5)
+  const figures: { peers: number; agent: Idle; bare: Idle; wgo: { count: number; rss: number } }[] = []
+  let members = 0
+  for (const add of [3, 17]) {
+    await awaitInotifyHeadroom(add + 2)
+    const token = createToken(h5, add, '30m')
+    const child = spawn('ip', ['netns', 'exec', sim.ns.name, node, 'bench/support/sim-members.mjs', sim.ip, String(add), token], { stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
+    const out: string[] = []
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk.toString('utf8')))
+    child.stderr.on('data', (chunk: Buffer) => out.push(chunk.toString('utf8')))
+    await pollUntil(
+      () => {
+        if (child.exitCode !== null) throw new Error(`sim-members exited ${child.exitCode}: ${out.join('').slice(-1000)}`)
+        return out.join('').includes(`ready ${add}`) ? true : undefined
+      },
+      { deadlineMs: 120_000, intervalMs: 200, what: `${add} simulated members admitted` },
+    )
+    members += add
+    await pollUntil(
+      () => {
+        const view = status(h5)
+        return view !== undefined && view.peers.length === members && view.peers.every((p) => p.interface !== null) ? true : undefined
+      },
+      { deadlineMs: 120_000, intervalMs: 500, what: `h5 has a link to each of ${members} members` },
+    )
+    const base = bareNode()
+    await delay(SETTLE_MS)
+    const [agent, bare] = await idle([pidOf(h5), base.pid ?? 0])
+    base.kill('SIGTERM')
+    if (!agent || !bare) throw new Error('no idle figures')
+    figures.push({ peers: members, agent, bare, wgo: wireguardGoRssMiB(h5) })
+  }
+  const [three] = figures
+  for (const f of figures) {
+    const label = `h5 with ${f.peers} simulated peers`
+    recordBenchmark({ name: `agent-idle-rss-${f.peers}-sim`, figure: `${(f.agent.rssMiB / f.bare.rssMiB).toFixed(2)}x`, detail: `${idleDetail(label, f.agent, f.bare, f.wgo)}; target ≤ 100 MB` })
+    recordBenchmark({
+      name: `agent-idle-cpu-${f.peers}-sim`,
+      figure: `${f.agent.cpuPct.toFixed(2)} % of a core (bare node ${f.bare.cpuPct.toFixed(2)} %)`,
+      detail: `${idleDetail(label, f.agent, f.bare, f.wgo)}${three && f !== three ? `; ${(f.agent.cpuPct / Math.max(three.agent.cpuPct, 0.01)).toFixed(1)}x the 3-peer CPU` : ''}; target < 1 %`,
+    })
+  }
+  expect(figures).toHaveLength(2)
+  meshd(h5, ['down'])
+  await stopAgent(h5)
+})
