@@ -45,7 +45,7 @@ function kernelImage() {
 
 const prerequisites = {
   unit: () => [],
-  netns: () => needRootAndTools(['ip', 'wg', 'wireguard-go', 'ping', 'strace']),
+  netns: () => needRootAndTools(['ip', 'wg', 'wireguard-go', 'ping', 'strace', 'nft']),
   e2e: () => needRootAndTools(['ip', 'wg', 'wireguard-go', 'ping', 'nft']),
   kernel: () => {
     const missing = needRootAndTools(['qemu-system-x86_64', 'busybox', 'cpio'])
