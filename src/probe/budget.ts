@@ -18,13 +18,17 @@ export const PROBE_PAYLOAD_BYTES = {
 } as const
 
 /**
- * Bytes on the underlay for one probe payload: inner IPv4+UDP (28), padded to
- * a multiple of 16 as WireGuard does, WireGuard's data header and tag (32),
- * outer IPv4+UDP (28). Link-layer framing not counted.
+ * What WireGuard's transfer counters (`wg show … transfer`, rx/tx bytes) add
+ * for one probe payload: the inner IPv4+UDP packet (payload + 28) padded to a
+ * multiple of 16, plus the data message header and tag (32).
  */
+export function wireguardTransferBytes(payloadBytes: number): number {
+  return Math.ceil((payloadBytes + 28) / 16) * 16 + 32
+}
+
+/** Bytes on the underlay for one probe payload: the WireGuard message plus outer IPv4+UDP (28). Link-layer framing not counted. */
 export function wireBytes(payloadBytes: number): number {
-  const inner = payloadBytes + 28
-  return Math.ceil(inner / 16) * 16 + 32 + 28
+  return wireguardTransferBytes(payloadBytes) + 28
 }
 
 const mean = (range: { min: number; max: number }): number => (range.min + range.max) / 2

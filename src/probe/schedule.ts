@@ -10,9 +10,10 @@ export const ACTIVE_INTERVAL_MS = { min: 250, max: 300 } as const
 /** Direct probes on an idle link: every 1–2 s. */
 export const IDLE_INTERVAL_MS = { min: 1000, max: 2000 } as const
 /**
- * Relayed probes, per (destination, relay) candidate: fast while the path
- * matters now (traffic on the destination's or the relay's link, or no live
- * direct link to the destination), slow otherwise.
+ * Relayed probes, per (destination, relay) candidate: fast while the
+ * destination matters now (marked active, or no live direct link to it), slow
+ * otherwise. Deliberately not "the relay's link is active": relayed probes
+ * cross that link, so its activity would be partly our own probing.
  */
 export const RELAY_ACTIVE_INTERVAL_MS = { min: 1000, max: 1200 } as const
 export const RELAY_IDLE_INTERVAL_MS = { min: 4500, max: 5500 } as const
@@ -45,8 +46,8 @@ export function directProbeDelayMs(active: boolean, random: number): number {
   return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
 }
 
-export function relayProbeDelayMs(situation: { destinationActive: boolean; relayActive: boolean; directAlive: boolean }, random: number): number {
-  const fast = situation.destinationActive || situation.relayActive || !situation.directAlive
+export function relayProbeDelayMs(situation: { destinationActive: boolean; directAlive: boolean }, random: number): number {
+  const fast = situation.destinationActive || !situation.directAlive
   return jitteredDelayMs(fast ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS, random)
 }
 

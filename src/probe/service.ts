@@ -15,6 +15,7 @@
 
 import { createSocket } from 'node:dgram'
 import { performance } from 'node:perf_hooks'
+import { wireguardTransferBytes } from './budget.js'
 import { decodeProbePacket, encodeProbePacket, isEncodableNodeId, type ProbePacket } from './codec.js'
 import { initialEstimator, lossPct, probeTimeoutMs, recordLateReply, recordMiss, recordReply, restartSmoothing, type Estimator, type Transition } from './estimator.js'
 import {
@@ -100,8 +101,10 @@ interface LinkEntry {
   socket?: ProbeSocket
   /** Aborted when the link is removed or its addresses change. */
   lifetime: AbortController
-  active: boolean
   estimator: Estimator
+  /** Probe traffic on this link as WireGuard's transfer counters see it, so traffic monitors can discount it. */
+  probeTxBytes: number
+  probeRxBytes: number
   probeTimer?: unknown
 }
 
@@ -173,9 +176,11 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     }
   }
 
-  function send(entry: LinkEntry, packet: ProbePacket): boolean {
+  function send(entry: LinkEntry, packet: ProbePacket, to: { address: string; port: number } = { address: entry.link.peer4, port }): boolean {
     if (!entry.socket) return false
-    entry.socket.send(encodeProbePacket(packet), entry.link.peer4, port)
+    const bytes = encodeProbePacket(packet)
+    entry.probeTxBytes += wireguardTransferBytes(bytes.length)
+    entry.socket.send(bytes, to.address, to.port)
     return true
   }
 
@@ -217,7 +222,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (entry.lifetime.signal.aborted) return
       sendDirectProbe(entry)
       scheduleDirect(entry)
-    }, directProbeDelayMs(entry.active, random()))
+    }, directProbeDelayMs(activePeers.has(entry.link.peerId), random()))
   }
 
   function stopLink(entry: LinkEntry): void {
@@ -329,7 +334,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     relayEntry.probeTimer = timers.setTimeout(() => {
       relayEntry.probeTimer = undefined
       sendRelayProbeNow(relayEntry)
-    }, relayProbeDelayMs({ destinationActive: links.get(relayEntry.destination)?.active === true, relayActive: links.get(relayEntry.relay)?.active === true, directAlive: directAlive(relayEntry.destination) }, random()))
+    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination) }, random()))
   }
 
   function stopRelay(relayEntry: RelayEntry): void {
@@ -415,6 +420,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   function receive(entry: LinkEntry, bytes: Uint8Array, from: { address: string; port: number }, receivedAt: number): void {
     // Only the peer's own link address is accepted on a link's socket.
     if (from.address !== entry.link.peer4 || entry.lifetime.signal.aborted) return
+    entry.probeRxBytes += wireguardTransferBytes(bytes.length)
     const decoded = decodeProbePacket(bytes)
     if (!decoded.ok) {
       logger.debug({ peer: entry.link.peerId, reason: decoded.reason }, 'probe: dropped a malformed packet')
@@ -426,7 +432,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     switch (packet.type) {
       case 'echo-request':
         if (!allow(`echo:${arrivedOn}`, ECHO_RATE) || !entry.socket) return
-        entry.socket.send(encodeProbePacket({ type: 'echo-reply', seq: packet.seq, responderDwellUs: dwellUs() }), from.address, from.port)
+        send(entry, { type: 'echo-reply', seq: packet.seq, responderDwellUs: dwellUs() }, from)
         return
       case 'echo-reply':
         settle(packet.seq, (t) => t.kind === 'direct' && t.peerId === arrivedOn, receivedAt - pendingSentAt(packet.seq) - packet.responderDwellUs / 1000)
@@ -504,6 +510,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       lossPct: lossPct(e),
       samples: e.outcomes.length,
       ...(e.lastReplyAt === undefined ? {} : { lastReplyAt: e.lastReplyAt }),
+      probeTxBytes: entry.probeTxBytes,
+      probeRxBytes: entry.probeRxBytes,
     }
   }
 
@@ -545,7 +553,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       }
       for (const [peerId, link] of wanted) {
         if (links.has(peerId)) continue
-        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), active: activePeers.has(peerId), estimator: initialEstimator }
+        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), estimator: initialEstimator, probeTxBytes: 0, probeRxBytes: 0 }
         links.set(peerId, entry)
         void bindLink(entry)
       }
@@ -589,18 +597,15 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     },
 
     setActive(peerId, active) {
+      if (activePeers.has(peerId) === active) return
       if (active) activePeers.add(peerId)
       else activePeers.delete(peerId)
-      const entry = links.get(peerId)
-      if (!entry || entry.active === active) return
-      entry.active = active
       if (!active) return
       // Going active: the next probe comes within the active interval, not after the rest of an idle one;
-      // relayed probes that involve this link speed up too.
-      if (entry.socket) scheduleDirect(entry)
-      for (const [destination, toward] of relays) {
-        for (const relayEntry of toward.values()) if (destination === peerId || relayEntry.relay === peerId) scheduleRelay(relayEntry)
-      }
+      // relayed probes toward this peer speed up too.
+      const entry = links.get(peerId)
+      if (entry?.socket) scheduleDirect(entry)
+      for (const relayEntry of relays.get(peerId)?.values() ?? []) scheduleRelay(relayEntry)
     },
 
     snapshot() {

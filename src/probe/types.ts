@@ -27,6 +27,14 @@ export interface LinkStats {
   samples: number
   /** Wall clock (`now()`) at the last reply in time. */
   lastReplyAt?: number
+  /**
+   * Cumulative probe bytes this link's socket sent / received (every packet
+   * type, relayed ones included), counted as WireGuard's transfer counters
+   * count them, so a traffic monitor can subtract probing before it calls a
+   * link active. Always set by the service; optional so hand-made stats stay valid.
+   */
+  probeTxBytes?: number
+  probeRxBytes?: number
 }
 
 /**
@@ -130,7 +138,11 @@ export interface ProbeService {
   setLinks(links: ProbeLink[]): void
   /** destination → relay peer ids to probe through. Replaces the previous candidates. */
   setRelayCandidates(candidates: Map<string, string[]>): void
-  /** Traffic is flowing on the link to `peerId`: probe it fast (250–300 ms) instead of idle (1–2 s). */
+  /**
+   * Traffic to or from `peerId` is flowing (over its link or through a relay): probe its link fast
+   * (250–300 ms instead of 1–2 s) and its relayed paths every ~1 s instead of ~5 s.
+   * May be called before the link exists; remembered until changed.
+   */
   setActive(peerId: string, active: boolean): void
   snapshot(): ProbeSnapshot
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */

@@ -3,8 +3,9 @@
 
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { PROBE_PAYLOAD_BYTES, probeBudget, wireBytes } from '../../src/probe/budget.js'
+import { PROBE_PAYLOAD_BYTES, probeBudget, wireBytes, wireguardTransferBytes } from '../../src/probe/budget.js'
 import { createProbeService } from '../../src/probe/service.js'
+import type { ProbeService } from '../../src/probe/types.js'
 import { FakeProbeNetwork } from '../support/probe-fake-network.js'
 
 const ids = {
@@ -45,8 +46,10 @@ describe('probe budget', () => {
       network.link('b', 'c', 5, 5)
       const controller = new AbortController()
       const nodes = ['a', 'b', 'c'] as const
+      const services: ProbeService[] = []
       for (const node of nodes) {
         const service = createProbeService({ selfId: ids[node], logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory(node) }, controller.signal)
+        services.push(service)
         service.setLinks(network.linksOf(node, ids))
         // One relay per destination: the third node.
         const others = nodes.filter((n) => n !== node)
@@ -55,6 +58,11 @@ describe('probe budget', () => {
       }
       const seconds = 600
       await vi.advanceTimersByTimeAsync(seconds * 1000)
+      // The per-link counters add up to what the node sent, in WireGuard transfer bytes.
+      nodes.forEach((node, i) => {
+        const counted = [...(services[i]?.snapshot().links.values() ?? [])].reduce((sum, l) => sum + (l.probeTxBytes ?? 0), 0)
+        expect(counted, node).toBe((network.payloadsBy.get(node) ?? []).reduce((sum, bytes) => sum + wireguardTransferBytes(bytes), 0))
+      })
       controller.abort()
       const expected = 2 * probeBudget({ peers: 1, relaysPerDestination: 1, active }).perPeer
       for (const node of nodes) {
