@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Netns } from '../support/netns.js'
 import { pollUntil } from '../support/poll.js'
-import type { LinkStats, ProbeLink, RelayedStats } from '../../src/probe/types.js'
+import type { LinkStats, PingResult, ProbeLink, RelayedStats } from '../../src/probe/types.js'
 
 const DRIVER = 'dist/probe/driver.js'
 const NODE = process.execPath
@@ -53,6 +53,13 @@ class ProbeDriver {
     const reply = new Promise<Record<string, unknown>>((resolve) => this.#replies.set(id, resolve))
     this.send({ op: 'snapshot', id })
     return (await reply).snapshot as Snapshot
+  }
+
+  async ping(peerId: string, count: number): Promise<PingResult> {
+    const id = this.#nextId++
+    const reply = new Promise<Record<string, unknown>>((resolve) => this.#replies.set(id, resolve))
+    this.send({ op: 'ping', id, peerId, count })
+    return (await reply).ping as PingResult
   }
 
   stop(): void {
@@ -129,5 +136,14 @@ describe('probe service in namespaces', () => {
     expect(relayed.rttMs).toBeGreaterThan(0)
     const direct = (await drivers.a.snapshot()).links.find((l) => l.peerId === ids.c)
     expect(direct?.alive).toBe(false)
+  })
+
+  it('pings c on every path: nothing comes back direct, everything through b', async () => {
+    const result = await drivers.a.ping(ids.c, 3)
+    expect(result.paths.map((p) => [p.via, p.returnLeg, p.sent, p.received])).toEqual([
+      [null, 'direct', 3, 0],
+      [ids.b, 'relay', 3, 3],
+    ])
+    expect(result.paths[1]?.avgMs).toBeGreaterThan(0)
   })
 })
