@@ -133,6 +133,20 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('probes every relay toward a peer at once when its direct link dies', async () => {
+    const { network, services, events, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    services.a.setActive(ids.c, true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    network.cut('a', 'c')
+    await pollUntilFake(() => events.some((e) => e.kind === 'link-dead'), 3_000)
+    // One relayed round trip with the relay return leg takes ~115 ms here (4 × 10 ms plus dwell);
+    // the regular schedule would be up to 1.2 s away.
+    await vi.advanceTimersByTimeAsync(200)
+    expect(services.a.snapshot().relayed.get(ids.c)?.get(ids.b)).toMatchObject({ returnLeg: 'relay', samples: 1, lossPct: 0 })
+    controller.abort()
+  })
+
   it('idle links die too, at the idle rate', async () => {
     const { network, services, events, controller } = scenario()
     await vi.advanceTimersByTimeAsync(5_000)
