@@ -34,7 +34,7 @@ const logger = process.env.MESHD_TEST_LOG
   : createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, done) => done() }) })
 const clock = { now: () => Date.now() }
 const random = (size) => new Uint8Array(randomBytes(size))
-const signal = () => AbortSignal.timeout(60_000)
+const signal = () => globalThis.AbortSignal.timeout(60_000)
 const interfaces = () => Promise.resolve([{ interfaceName: 'eth0', address: listenIp, internal: false }])
 
 const parsed = parseToken(tokenText, { now: clock.now() })

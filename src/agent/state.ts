@@ -206,7 +206,7 @@ export async function removePendingToken(stateDir: string): Promise<void> {
 // ── Transactions ─────────────────────────────────────────────────────────────
 
 /** Every file meshd keeps in the state directory. */
-export const STATE_FILES = [PENDING_TOKEN_FILE, ADMISSIONS_FILE, NETWORK_FILE, WIREGUARD_KEY_FILE, IDENTITY_FILE_NAME] as const
+export const STATE_FILES = [LINKS_FILE, PENDING_TOKEN_FILE, ADMISSIONS_FILE, NETWORK_FILE, WIREGUARD_KEY_FILE, IDENTITY_FILE_NAME] as const
 
 /**
  * A change to the state directory that can be undone: `init` and `join`

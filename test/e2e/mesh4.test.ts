@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { pollUntil } from '../support/poll.js'
 import { AgentLab, createToken, mdLinks, meshd, pingOnce, startAgent, status, waitForAgent, type AgentHost, type StatusJson } from '../support/agents.js'
@@ -141,6 +142,8 @@ describe('a 4-host mesh of real agents', () => {
     // The leaver's agent stops and its host holds nothing of meshd.
     await pollUntil(() => (h4.agent?.exitCode !== null ? true : undefined), { deadlineMs: 20_000, what: 'h4 agent exits after leave' })
     expect(meshdObjects(h4, views.get(h4)?.self.addresses ?? [])).toEqual([])
+    // …and keeps no state: every file (links.json included) and the directory are gone.
+    expect(existsSync(h4.stateDir), `${h4.stateDir} after leave`).toBe(false)
   })
 
   it('down on h3 leaves no meshd object, and the user\'s route and rule survive', async () => {
