@@ -44,6 +44,10 @@ export interface LinkStats {
  * forward delay through the relay minus the direct forward delay (negative:
  * the relay is faster forward). With `returnLeg: 'relay'` (our direct link to
  * the destination is dead or missing) it is a full relayed round trip.
+ * Right after the return leg switches, `samples` is 0 and `rttMs`/`jitterMs`
+ * are carried over from the other leg until the first reply over the new one,
+ * so a selector can still compare the path at the moment of a failover.
+ * `alive` is false while our link to the relay is dead.
  */
 export interface RelayedStats {
   destination: string
