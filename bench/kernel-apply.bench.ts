@@ -370,7 +370,7 @@ for (const peers of SIZES) {
       name: `kernel-apply-incremental-${peers}`,
       figure: versus(rec, base, 'one ip route replace'),
       detail:
-        `driver on node ${NODE_VERSION}, N=${peers}: one route next-hop change through the warm serve driver ${fmt(rec)} ms (a whole pass: fresh dumps + ${peers} wireguard-go UAPI reads + one RTM_NEWROUTE), ` +
+        `driver on node ${NODE_VERSION}, N=${peers}: one route next-hop change through the warm serve driver ${fmt(rec)} ms (a whole pass: one link dump, address dump, routes of meshd's tables, rules of meshd's range, no UAPI read of the ${peers} unchanged wireguard-go devices, one RTM_NEWROUTE), ` +
         `ip route replace ${fmt(base)} ms (medians of ${CHANGES}); target < 10 ms ${rec < 10 ? 'met' : 'MISSED'}; a pass with nothing to change ${fmt(noop)} ms (median of ${noops.length}); ` +
         `${repairs.length} drift-repair passes followed our own changes, ${repairs.filter((r) => r.planned > 0).length} of them planned something; ${loadNote(load)}; ${redone.length === 0 ? 'no run redone' : `redone: ${redone.join('; ')}`}`,
     })

@@ -450,10 +450,10 @@ class Rtnetlink implements RtnetlinkPort {
   }
 
   /** index → name for decoding dumps that name links by index; from `links` when the caller has a dump of them. */
-  async #ifnames(call: Call, links?: readonly ObservedLink[]): Promise<IfNameOf> {
+  async #ifnames(call: Call, links?: readonly ObservedLink[] | Promise<readonly ObservedLink[]>): Promise<IfNameOf> {
     const names = new Map<number, string>()
     if (links !== undefined) {
-      for (const link of links) names.set(link.index, link.name)
+      for (const link of await links) names.set(link.index, link.name)
       return (index) => names.get(index) ?? `if${index}`
     }
     for (const payload of await this.#dump(call, encodeLinkDump())) {
@@ -498,8 +498,8 @@ class Rtnetlink implements RtnetlinkPort {
   /** `ip addr show` (both families) */
   addrList(options: DumpOptions): Promise<ObservedAddress[]> {
     return this.#run('addrList', options, async (call) => {
-      const ifname = await this.#ifnames(call, options.links)
-      const payloads = await this.#dump(call, encodeAddrDump())
+      // The dump goes out before the names are known: with a link dump under way they overlap.
+      const [payloads, ifname] = await Promise.all([this.#dump(call, encodeAddrDump()), this.#ifnames(call, options.links)])
       return payloads.flatMap((p) => decodeAddr(p, ifname) ?? [])
     })
   }
@@ -507,11 +507,12 @@ class Rtnetlink implements RtnetlinkPort {
   /** `ip route show table all` and `ip -6 route show table all` (or only the tables asked for) */
   routeList(options: RouteDumpOptions): Promise<ObservedRoute[]> {
     return this.#run('routeList', options, async (call) => {
-      const ifname = await this.#ifnames(call, options.links)
       const { tables } = options
       const routes: ObservedRoute[] = []
       // One AF_UNSPEC dump for both families (one round trip instead of two); other families are dropped.
-      for (const payload of await this.#dump(call, encodeRouteDump('all'))) {
+      // It goes out before the names are known: with a link dump under way they overlap.
+      const [payloads, ifname] = await Promise.all([this.#dump(call, encodeRouteDump('all')), this.#ifnames(call, options.links)])
+      for (const payload of payloads) {
         // rtm_table holds tables below 256; larger ones read RT_TABLE_COMPAT there and come in RTA_TABLE.
         const headerTable = payload.length > 4 ? payload.readUInt8(4) : RT_TABLE_COMPAT
         if (tables !== undefined && headerTable !== RT_TABLE_COMPAT && !tables(headerTable)) continue

@@ -40,6 +40,14 @@ export type Operation =
 export interface PlanOptions {
   /** How this host runs WireGuard: kernel links report kind "wireguard", wireguard-go ones "tun". */
   wireguardBackend: 'kernel' | 'userspace'
+  /**
+   * Userspace backend: new wireguard-go links are brought up in waves of this
+   * many (default 12), each wave started, configured, addressed and up before
+   * the next starts. Every running wireguard-go wakes on every link and address
+   * notification in the namespace, so a link set up while k processes run costs
+   * k wake-ups: waves cost about N²/2 of them, all-links-first N².
+   */
+  wireguardWave?: number
 }
 
 // ── Ownership ────────────────────────────────────────────────────────────────
@@ -257,7 +265,53 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   }
 
   const linkDeletes: Operation[] = [...linksToDelete].sort().map((name) => ({ op: 'linkDel', name }))
-  return [...adds, ...ruleDeletes, ...routeDeletes, ...deletes, ...linkDeletes]
+  const operations = [...adds, ...ruleDeletes, ...routeDeletes, ...deletes, ...linkDeletes]
+  return options.wireguardBackend === 'userspace' ? inWaves(operations, options.wireguardWave ?? 12) : operations
+}
+
+/**
+ * Regroups new wireguard-go links into waves: per wave, start, configure,
+ * address and bring up those links, then add the routes through them (each
+ * step together), in place of the first start. A route joins the wave of the
+ * last of its devices; one with a preferred source stays where it was, after
+ * every address. Everything else keeps its order; each link's own steps keep
+ * theirs (up after configuration and addresses, routes after up).
+ */
+function inWaves(operations: Operation[], size: number): Operation[] {
+  const started = operations.flatMap((o) => (o.op === 'wgEnsure' ? [o.name] : []))
+  if (started.length === 0) return operations
+  const first = operations.findIndex((o) => o.op === 'wgEnsure')
+  const waveOf = new Map(started.map((name, i) => [name, Math.floor(i / Math.max(1, size))]))
+  const steps: Record<string, number> = { wgEnsure: 0, wgSet: 1, addrAdd: 2, linkSet: 3, routeReplace: 4 }
+  const waveLink = (o: Operation): string | undefined => {
+    if (o.op === 'wgEnsure' || o.op === 'linkSet') return o.name
+    if (o.op === 'wgSet') return o.device.name
+    if (o.op === 'addrAdd') return o.address.link
+    if (o.op === 'routeReplace' && o.route.src === undefined) {
+      // The device of the latest wave, when every device is a new wireguard-go link.
+      const devices = routeDevices(o.route)
+      if (devices.length === 0 || devices.some((d) => !waveOf.has(d))) return undefined
+      return devices.reduce((a, b) => ((waveOf.get(a) ?? 0) >= (waveOf.get(b) ?? 0) ? a : b))
+    }
+    return undefined
+  }
+  const waves: Operation[][][] = []
+  const rest: Operation[] = []
+  operations.forEach((o, i) => {
+    const link = waveLink(o)
+    const wave = link === undefined ? undefined : waveOf.get(link)
+    const step = steps[o.op]
+    if (wave === undefined || step === undefined) {
+      if (i !== first) rest.push(o)
+      return
+    }
+    const stepsOfWave = (waves[wave] ??= [[], [], [], [], []])
+    stepsOfWave[step]?.push(o)
+  })
+  const regrouped = waves.flatMap((wave) => wave.flat())
+  // `rest` lost the first start; the waves go where it was, after what preceded it.
+  const before = operations.slice(0, first).filter((o) => waveLink(o) === undefined || waveOf.get(waveLink(o) ?? '') === undefined)
+  return [...before, ...regrouped, ...rest.slice(before.length)]
 }
 
 // Observed objects carry kernel-only fields; operations carry the desired shape.

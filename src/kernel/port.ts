@@ -22,8 +22,11 @@ export interface CallOptions {
 
 /** Options of the dumps that name links by index. */
 export interface DumpOptions extends CallOptions {
-  /** Links from a dump taken in the same pass: names links by index without another link dump. */
-  links?: readonly ObservedLink[]
+  /**
+   * Links from a dump taken in the same pass (or one under way: the dumps then
+   * run concurrently): names links by index without another link dump.
+   */
+  links?: readonly ObservedLink[] | Promise<readonly ObservedLink[]>
 }
 
 /** `routeList` options: which tables to keep. */

@@ -100,10 +100,14 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
     trusted: (link: ObservedLink, device: WireguardDevice) => boolean,
     readUnwanted: boolean,
   ): Promise<ObservedState> {
-    const links = await rtnl.linkList({ signal })
-    const addresses = await rtnl.addrList({ signal, links })
-    const routes = await rtnl.routeList({ signal, links, tables: isOwnedTable })
-    const rules = await rtnl.ruleList({ signal, priorities: isOwnedRulePriority })
+    // Four dumps at once, on separate sockets; addresses and routes are named from the one link dump.
+    const linkDump = rtnl.linkList({ signal })
+    const [links, addresses, routes, rules] = await Promise.all([
+      linkDump,
+      rtnl.addrList({ signal, links: linkDump }),
+      rtnl.routeList({ signal, links: linkDump, tables: isOwnedTable }),
+      rtnl.ruleList({ signal, priorities: isOwnedRulePriority }),
+    ])
     const wireguardKind = wireguard.kind === 'kernel' ? 'wireguard' : 'tun'
     const wanted = new Map(desired.wireguard.map((d) => [d.name, d]))
     const owned = links.filter((link) => ownsLink(link) && link.kind === wireguardKind)

@@ -56,6 +56,51 @@ describe('planOperations', () => {
     expect(ops).not.toContain('ip link add md-w-b type wireguard')
   })
 
+  it('brings new wireguard-go links up in waves: started, configured, addressed and up before the next wave', () => {
+    const names = ['md-w1', 'md-w2', 'md-w3']
+    const desired: DesiredState = {
+      ...EMPTY_STATE,
+      links: names.map((name) => ({ kind: 'wireguard' as const, name, up: true, mtu: 1420 })),
+      addresses: [{ link: 'lo', local: '100.64.0.1/32' }, ...names.map((name, i) => ({ link: name, local: `169.254.${i + 1}.1/32`, peer: `169.254.${i + 1}.2/32` }))],
+      routes: [
+        { table: 7300, dst: '100.64.0.2/32', nexthop: { via: '169.254.1.2', dev: 'md-w1', onlink: true } },
+        { table: 7300, dst: '100.64.0.3/32', src: '100.64.0.1', nexthop: { via: '169.254.2.2', dev: 'md-w2', onlink: true } },
+        { table: 7300, dst: '100.64.0.4/32', nexthop: { via: '169.254.3.2', dev: 'md-w3', onlink: true } },
+        {
+          table: 7300,
+          dst: '100.64.9.0/24',
+          multipath: [
+            { via: '169.254.1.2', dev: 'md-w1', onlink: true },
+            { via: '169.254.3.2', dev: 'md-w3', onlink: true },
+          ],
+        },
+      ],
+      wireguard: names.map((name, i) => ({ name, privateKey: new Secret(KEY_A), listenPort: 51820 + i, peers: [] })),
+    }
+    const ops = planOperations(EMPTY_OBSERVED, desired, { wireguardBackend: 'userspace', wireguardWave: 2 }).map(describeOperation)
+    expect(ops).toEqual([
+      'wireguard-go md-w1',
+      'wireguard-go md-w2',
+      'wg setconf md-w1 (0 peers, port 51820)',
+      'wg setconf md-w2 (0 peers, port 51821)',
+      'ip addr add 169.254.1.1/32 peer 169.254.1.2/32 dev md-w1',
+      'ip addr add 169.254.2.1/32 peer 169.254.2.2/32 dev md-w2',
+      'ip link set md-w1 mtu 1420 up',
+      'ip link set md-w2 mtu 1420 up',
+      // Routes through the wave's links come with it.
+      'ip route replace 100.64.0.2/32 via 169.254.1.2 dev md-w1 onlink table 7300',
+      'wireguard-go md-w3',
+      'wg setconf md-w3 (0 peers, port 51822)',
+      'ip addr add 169.254.3.1/32 peer 169.254.3.2/32 dev md-w3',
+      'ip link set md-w3 mtu 1420 up',
+      'ip route replace 100.64.0.4/32 via 169.254.3.2 dev md-w3 onlink table 7300',
+      'ip route replace 100.64.9.0/24 nexthop via 169.254.1.2 dev md-w1 weight 1 nexthop via 169.254.3.2 dev md-w3 weight 1 table 7300',
+      'ip addr add 100.64.0.1/32 dev lo',
+      // A preferred source needs its address: after every address, as without waves.
+      'ip route replace 100.64.0.3/32 via 169.254.2.2 dev md-w2 onlink table 7300',
+    ])
+  })
+
   it('plans nothing when the kernel already matches', () => {
     const desired = onePeer()
     const observed: ObservedState = {
