@@ -249,6 +249,10 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   }
   const routeDeletes: Operation[] = []
   for (const route of ownedRoutes) {
+    // Like addresses, a route whose every device is being deleted goes with its links (the kernel
+    // flushes it); on wireguard-go each delete would also wake every process still running.
+    const devices = routeDevices(route)
+    if (devices.length > 0 && devices.every((d) => linksToDelete.has(d))) continue
     if (!wantRouteKeys.has(routeKey(route))) routeDeletes.push({ op: 'routeDel', route: stripRoute(route) })
   }
 

@@ -128,8 +128,7 @@ describe('planOperations', () => {
     const ops = planOperations(observed, EMPTY_STATE, { wireguardBackend: 'kernel' }).map(describeOperation)
     expect(ops).toEqual([
       'ip -4 rule del priority 7300 to 100.64.0.0/16 lookup 7300',
-      'ip route del 100.64.0.2/32 via 169.254.10.2 dev md-w-b onlink table 7300',
-      // The address on md-w-b goes with its link; the one on lo (proto meshd) is deleted.
+      // The route through md-w-b and the address on it go with the link; the one on lo (proto meshd) is deleted.
       'ip addr del 100.64.0.1/32 dev lo',
       'ip link del md-w-b',
     ])
