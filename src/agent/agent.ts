@@ -36,7 +36,7 @@ import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/
 import { chooseEndpoint, ENDPOINT_TRY_MS, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
 import { planMesh, type PeerLink } from '../planner/mesh.js'
 import { createPathController, type PathController } from '../paths/controller.js'
-import { createProbeService, type ProbeService } from '../probe/service.js'
+import { createProbeService, type LinkStats, type ProbeService } from '../probe/service.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
 import { loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
 import {
@@ -256,6 +256,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     lastDesired = desired
     await applyDesired(desired, signal)
     updateProbeTopology()
+    refreshActivity()
   }
 
   /** Probes follow the links the kernel now has (their sockets bind to the links' addresses). */
@@ -299,9 +300,22 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
   // ── Link monitor: handshakes and traffic, polled ──────────────────────────
 
-  /** Links carrying traffic are probed fast, so a dead one is noticed within a second. */
+  /**
+   * Destinations with traffic flowing are probed fast, so a dead path is
+   * noticed within a second: traffic to a destination flows over its direct
+   * link or, when relayed, over the relay's link.
+   */
+  const refreshActivity = (): void => {
+    if (!probes || !pathController || !service || !identity) return
+    const linkActive = (peer: string): boolean => monitor?.get(peer)?.active === true
+    const choices = pathController.choices()
+    for (const record of service.peers()) {
+      const via = choices.get(record.nodeId)?.via ?? null
+      probes.setActive(record.nodeId, linkActive(record.nodeId) || (via !== null && linkActive(via)))
+    }
+  }
   const onMonitorChange = (change: LinkMonitorChange): void => {
-    for (const peer of change.activity) probes?.setActive(peer, monitor?.get(peer)?.active ?? false)
+    if (change.activity.length > 0) refreshActivity()
   }
 
   const endpointAttemptExpired = (): boolean => [...endpointAttempts.values()].some((a) => now() - a.since >= ENDPOINT_TRY_MS)
@@ -496,7 +510,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         kernel = await openKernelLayer({ wireguard: init.wireguard ?? 'auto' }, { logger: components.logger }, signal)
         adopted = new Set(await kernel.wireguard.listInterfaces({ signal }))
         const wireguard = kernel.wireguard
-        monitor = createLinkMonitor({ readDevice: (ifname, o) => wireguard.get(ifname, o), now, freshMs: HANDSHAKE_FRESH_MS })
+        monitor = createLinkMonitor({
+          readDevice: (ifname, o) => wireguard.get(ifname, o),
+          now,
+          freshMs: HANDSHAKE_FRESH_MS,
+          probeBytes: () => new Map([...(probes?.snapshot().links ?? new Map<string, LinkStats>())].map(([peer, stats]) => [peer, (stats.probeTxBytes ?? 0) + (stats.probeRxBytes ?? 0)])),
+        })
         adoptUntil = adopted.size > 0 ? now() + ADOPTION_GRACE_MS : 0
 
         const pending = await loadPendingToken(init.stateDir)

@@ -16,9 +16,11 @@ export interface LinkObservation {
   rxBytes: number
   txBytes: number
   endpoint?: Endpoint
-  /** More traffic than probing and keepalives alone make, in the last poll. */
+  /** More traffic than keepalives make, not counting meshd's own probes, in the last poll. */
   active: boolean
   observedAt: number
+  /** The prober's own bytes on this link (cumulative), subtracted when judging activity. */
+  probeBytes: number
 }
 
 export interface LinkMonitorChange {
@@ -28,7 +30,7 @@ export interface LinkMonitorChange {
   activity: string[]
 }
 
-/** Bytes per second (both directions) above which a link counts as carrying traffic; probes and keepalives stay well below. */
+/** Bytes per second (both directions, probes excluded) above which a link counts as carrying traffic; keepalives stay well below. */
 export const ACTIVE_BYTES_PER_SECOND = 2_048
 
 export function isFresh(observation: LinkObservation | undefined, now: number, freshMs: number): boolean {
@@ -36,14 +38,15 @@ export function isFresh(observation: LinkObservation | undefined, now: number, f
 }
 
 /** The next observation from a fresh device read; pure. */
-export function observe(previous: LinkObservation | undefined, device: ObservedWireguardDevice | undefined, peerPublicKey: string, now: number): LinkObservation | undefined {
+export function observe(previous: LinkObservation | undefined, device: ObservedWireguardDevice | undefined, peerPublicKey: string, now: number, probeBytes = 0): LinkObservation | undefined {
   const peer = device?.peers.find((p) => p.publicKey === peerPublicKey)
   if (peer === undefined) return undefined
   const rxBytes = peer.rxBytes ?? 0
   const txBytes = peer.txBytes ?? 0
   let active = false
   if (previous !== undefined && now > previous.observedAt) {
-    const bytes = Math.max(0, rxBytes - previous.rxBytes) + Math.max(0, txBytes - previous.txBytes)
+    const probing = Math.max(0, probeBytes - previous.probeBytes)
+    const bytes = Math.max(0, rxBytes - previous.rxBytes + txBytes - previous.txBytes - probing)
     active = (bytes * 1000) / (now - previous.observedAt) > ACTIVE_BYTES_PER_SECOND
   }
   return {
@@ -53,6 +56,7 @@ export function observe(previous: LinkObservation | undefined, device: ObservedW
     ...(peer.endpoint === undefined ? {} : { endpoint: peer.endpoint }),
     active,
     observedAt: now,
+    probeBytes,
   }
 }
 
@@ -60,6 +64,8 @@ export interface LinkMonitorDeps {
   readDevice(ifname: string, options: { signal: AbortSignal }): Promise<ObservedWireguardDevice>
   now(): number
   freshMs: number
+  /** The prober's cumulative bytes (sent + received) per peer link, read once per poll. */
+  probeBytes?: () => ReadonlyMap<string, number>
 }
 
 export interface LinkMonitor {
@@ -87,9 +93,10 @@ export function createLinkMonitor(deps: LinkMonitorDeps): LinkMonitor {
       const current = links
       const devices = await Promise.all(current.map((link) => deps.readDevice(link.ifname, { signal }).catch(() => undefined)))
       const now = deps.now()
+      const probeBytes = deps.probeBytes?.() ?? new Map<string, number>()
       current.forEach((link, i) => {
         const previous = observations.get(link.peerId)
-        const next = observe(previous, devices[i], link.peerPublicKey, now)
+        const next = observe(previous, devices[i], link.peerPublicKey, now, probeBytes.get(link.peerId) ?? 0)
         if (next === undefined) observations.delete(link.peerId)
         else observations.set(link.peerId, next)
         const fresh = isFresh(next, now, deps.freshMs)

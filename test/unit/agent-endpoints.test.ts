@@ -43,6 +43,14 @@ describe('link monitor', () => {
     expect(observe(busy, device({ rxBytes: 0, txBytes: 0 }), 'other', 3_000)).toBeUndefined()
   })
 
+  it("does not count meshd's own probes as traffic", () => {
+    const first = observe(undefined, device({ rxBytes: 0, txBytes: 0 }), 'PK', 0, 0)
+    const probesOnly = observe(first, device({ rxBytes: 4 * ACTIVE_BYTES_PER_SECOND, txBytes: 0 }), 'PK', 1_000, 4 * ACTIVE_BYTES_PER_SECOND)
+    expect(probesOnly?.active).toBe(false)
+    const withTraffic = observe(probesOnly, device({ rxBytes: 8 * ACTIVE_BYTES_PER_SECOND, txBytes: 0 }), 'PK', 2_000, 5 * ACTIVE_BYTES_PER_SECOND)
+    expect(withTraffic?.active).toBe(true)
+  })
+
   it('reports handshake freshness and activity flips', async () => {
     let now = 0
     let handshake: number | undefined = undefined as number | undefined
