@@ -371,7 +371,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         jitterMs: path?.jitterMs ?? null,
         lossPct: path?.lossPct ?? null,
         path: { via: path?.via ?? null, forwardSavingMs: path?.forwardSavingMs ?? null },
-        returnPath: null,
+        returnPath: probes?.reportedPath(record.nodeId) ?? null,
       })
     }
     return {
@@ -545,7 +545,16 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         negotiator.events.on('link:negotiated', trigger)
         negotiator.events.on('link:removed', trigger)
         negotiator.start()
-        probes = createProbeService({ selfId: identity.nodeId, logger: components.logger, now, ...(init.probePort === undefined ? {} : { port: init.probePort }) }, lifecycle.signal)
+        probes = createProbeService(
+          {
+            selfId: identity.nodeId,
+            logger: components.logger,
+            now,
+            forwardPathTo: (peer) => pathController?.via(peer) ?? null,
+            ...(init.probePort === undefined ? {} : { port: init.probePort }),
+          },
+          lifecycle.signal,
+        )
         pathController = createPathController({}, { probes, logger: components.logger, now, onPathsChanged: trigger })
         pathController.start(lifecycle.signal)
         await service.start({ signal })

@@ -47,6 +47,8 @@ export interface PathController {
   /** Re-decides every destination now; returns whether anything changed. */
   evaluate(): boolean
   choices(): ReadonlyMap<string, { via: Via }>
+  /** The forward path in use towards one destination (direct when unknown). */
+  via(destination: string): Via
   report(destination: string): PathReport
   start(signal: AbortSignal): void
 }
@@ -116,6 +118,8 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     choices() {
       return new Map([...states].map(([destination, state]) => [destination, { via: state.via }]))
     },
+
+    via: (destination) => states.get(destination)?.via ?? null,
 
     report(destination) {
       const snapshot = deps.probes.snapshot()

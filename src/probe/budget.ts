@@ -10,7 +10,7 @@ const NODE_ID = '12D3KooW' + 'x'.repeat(44)
 /** Probe payload sizes in bytes. */
 export const PROBE_PAYLOAD_BYTES = {
   echoRequest: encodeProbePacket({ type: 'echo-request', seq: 0 }).length,
-  echoReply: encodeProbePacket({ type: 'echo-reply', seq: 0, responderDwellUs: 0 }).length,
+  echoReply: encodeProbePacket({ type: 'echo-reply', seq: 0, responderDwellUs: 0, responderPath: null }).length,
   relayRequest: encodeProbePacket({ type: 'relay-request', seq: 0, returnLeg: 'direct', destination: NODE_ID }).length,
   relayForward: encodeProbePacket({ type: 'relay-forward', seq: 0, returnLeg: 'direct', requester: NODE_ID, relayDwellUs: 0 }).length,
   relayReply: encodeProbePacket({ type: 'relay-reply', seq: 0, returnLeg: 'direct', requester: NODE_ID, relayDwellUs: 0, responderDwellUs: 0 }).length,

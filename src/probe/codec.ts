@@ -7,7 +7,7 @@
 // length exactly: trailing bytes are an error, not padding.
 //
 //   echo-request    A→C direct                      seq
-//   echo-reply      C→A direct                      seq, responderDwellUs
+//   echo-reply      C→A direct                      seq, responderDwellUs, responderPath (C's forward path to A: "" direct, else the relay's id)
 //   relay-request   A→B "forward to C"              seq, returnLeg, destination
 //   relay-forward   B→C                             seq, returnLeg, requester, relayDwellUs
 //   relay-reply     C→A (returnLeg direct) or C→B   seq, returnLeg, requester, relayDwellUs, responderDwellUs
@@ -36,7 +36,7 @@ export const PacketType = {
 
 export type ProbePacket =
   | { type: 'echo-request'; seq: number }
-  | { type: 'echo-reply'; seq: number; responderDwellUs: number }
+  | { type: 'echo-reply'; seq: number; responderDwellUs: number; responderPath: string | null }
   | { type: 'relay-request'; seq: number; returnLeg: ReturnLeg; destination: string }
   | { type: 'relay-forward'; seq: number; returnLeg: ReturnLeg; requester: string; relayDwellUs: number }
   | { type: 'relay-reply'; seq: number; returnLeg: ReturnLeg; requester: string; relayDwellUs: number; responderDwellUs: number }
@@ -61,6 +61,8 @@ export function encodeProbePacket(packet: ProbePacket): Uint8Array {
   const ids: string[] = []
   const u32s: number[] = []
   let returnLeg: ReturnLeg | undefined
+  /** A trailing id that may be empty (echo-reply's responderPath). */
+  let optionalId: string | null | undefined
   let type: number
   switch (packet.type) {
     case 'echo-request':
@@ -69,6 +71,7 @@ export function encodeProbePacket(packet: ProbePacket): Uint8Array {
     case 'echo-reply':
       type = PacketType.echoReply
       u32s.push(packet.responderDwellUs)
+      optionalId = packet.responderPath
       break
     case 'relay-request':
       type = PacketType.relayRequest
@@ -94,9 +97,9 @@ export function encodeProbePacket(packet: ProbePacket): Uint8Array {
       break
   }
   if (!Number.isInteger(packet.seq) || packet.seq < 0 || packet.seq > 0xffffffff) throw new RangeError(`probe seq out of range: ${packet.seq}`)
-  for (const id of ids) if (!isEncodableNodeId(id)) throw new RangeError('probe node id is not 1–64 base58 characters')
+  for (const id of optionalId ? [...ids, optionalId] : ids) if (!isEncodableNodeId(id)) throw new RangeError('probe node id is not 1–64 base58 characters')
   for (const value of u32s) if (!Number.isInteger(value) || value < 0 || value > MAX_DWELL_US) throw new RangeError(`probe dwell out of range: ${value}`)
-  const length = HEADER_BYTES + (returnLeg === undefined ? 0 : 1) + ids.reduce((sum, id) => sum + 1 + id.length, 0) + 4 * u32s.length
+  const length = HEADER_BYTES + (returnLeg === undefined ? 0 : 1) + ids.reduce((sum, id) => sum + 1 + id.length, 0) + 4 * u32s.length + (optionalId === undefined ? 0 : 1 + (optionalId?.length ?? 0))
   const bytes = new Uint8Array(length)
   const view = new DataView(bytes.buffer)
   view.setUint16(0, PROBE_MAGIC)
@@ -112,6 +115,11 @@ export function encodeProbePacket(packet: ProbePacket): Uint8Array {
   for (const value of u32s) {
     view.setUint32(at, value)
     at += 4
+  }
+  if (optionalId !== undefined) {
+    const id = optionalId ?? ''
+    bytes[at++] = id.length
+    for (let i = 0; i < id.length; i++) bytes[at++] = id.charCodeAt(i)
   }
   return bytes
 }
@@ -153,7 +161,15 @@ export function decodeProbePacket(bytes: Uint8Array): DecodeResult {
     case PacketType.echoReply: {
       const responderDwellUs = readDwell()
       if (responderDwellUs === undefined) return { ok: false, reason: 'bad-dwell' }
-      return finish({ type: 'echo-reply', seq, responderDwellUs })
+      if (at >= bytes.length) return { ok: false, reason: 'bad-node-id' }
+      let responderPath: string | null = null
+      if (bytes[at] === 0) at++
+      else {
+        const id = readId()
+        if (id === undefined) return { ok: false, reason: 'bad-node-id' }
+        responderPath = id
+      }
+      return finish({ type: 'echo-reply', seq, responderDwellUs, responderPath })
     }
     case PacketType.relayRequest: {
       const returnLeg = readReturnLeg()

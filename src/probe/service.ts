@@ -140,6 +140,10 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
 
   const closing = new AbortController()
   const links = new Map<string, LinkEntry>()
+  /** What each peer last said about its own forward path towards us. */
+  const reportedPaths = new Map<string, string | null>()
+  /** A relay id that cannot travel in a packet is reported as direct rather than breaking the reply. */
+  const encodablePath = (via: string | null): string | null => (via !== null && isEncodableNodeId(via) ? via : null)
   const relays = new Map<string, Map<string, RelayEntry>>()
   const pending = new Map<number, Pending>()
   const buckets = new Map<string, TokenBucket>()
@@ -432,9 +436,10 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     switch (packet.type) {
       case 'echo-request':
         if (!allow(`echo:${arrivedOn}`, ECHO_RATE) || !entry.socket) return
-        send(entry, { type: 'echo-reply', seq: packet.seq, responderDwellUs: dwellUs() }, from)
+        send(entry, { type: 'echo-reply', seq: packet.seq, responderDwellUs: dwellUs(), responderPath: encodablePath(deps.forwardPathTo?.(arrivedOn) ?? null) }, from)
         return
       case 'echo-reply':
+        reportedPaths.set(arrivedOn, packet.responderPath)
         settle(packet.seq, (t) => t.kind === 'direct' && t.peerId === arrivedOn, receivedAt - pendingSentAt(packet.seq) - packet.responderDwellUs / 1000)
         return
       case 'relay-request': {
@@ -606,6 +611,11 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       const entry = links.get(peerId)
       if (entry?.socket) scheduleDirect(entry)
       for (const relayEntry of relays.get(peerId)?.values() ?? []) scheduleRelay(relayEntry)
+    },
+
+    reportedPath(peerId) {
+      if (!links.has(peerId) || !reportedPaths.has(peerId)) return undefined
+      return { via: reportedPaths.get(peerId) ?? null }
     },
 
     snapshot() {

@@ -135,6 +135,8 @@ export interface ProbeServiceDeps {
   timers?: ProbeTimers
   /** [0, 1); jitters the probe schedule. Default Math.random. */
   random?: () => number
+  /** Our forward path to a peer (null: direct, else the relay's id), told to the peer in echo replies so it can show both directions. */
+  forwardPathTo?: (peerId: string) => string | null
 }
 
 export interface ProbeService {
@@ -149,6 +151,8 @@ export interface ProbeService {
    */
   setActive(peerId: string, active: boolean): void
   snapshot(): ProbeSnapshot
+  /** The forward path the peer last reported it uses towards us (from its echo replies); undefined until it has. */
+  reportedPath(peerId: string): { via: string | null } | undefined
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */
   onChange(listener: (event: ProbeChangeEvent) => void): () => void
   /** `meshd ping <peer>`: direct and through each candidate relay, RTT per path. */

@@ -16,7 +16,7 @@ const ids = {
 
 describe('probe budget', () => {
   it('pins packet sizes, payload and on the wire (WireGuard over IPv4)', () => {
-    expect(PROBE_PAYLOAD_BYTES).toEqual({ echoRequest: 8, echoReply: 12, relayRequest: 62, relayForward: 66, relayReply: 70, relayReturn: 73 })
+    expect(PROBE_PAYLOAD_BYTES).toEqual({ echoRequest: 8, echoReply: 13, relayRequest: 62, relayForward: 66, relayReply: 70, relayReturn: 73 })
     expect(Object.values(PROBE_PAYLOAD_BYTES).map(wireBytes)).toEqual([108, 108, 156, 156, 172, 172])
   })
 

@@ -9,7 +9,8 @@ const C = '12D3KooWCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC'
 
 const examples: [ProbePacket, number][] = [
   [{ type: 'echo-request', seq: 1 }, 8],
-  [{ type: 'echo-reply', seq: 0xffffffff, responderDwellUs: 17 }, 12],
+  [{ type: 'echo-reply', seq: 0xffffffff, responderDwellUs: 17, responderPath: null }, 13],
+  [{ type: 'echo-reply', seq: 7, responderDwellUs: 17, responderPath: C }, 13 + 52],
   [{ type: 'relay-request', seq: 2, returnLeg: 'direct', destination: C }, 62],
   [{ type: 'relay-forward', seq: 3, returnLeg: 'relay', requester: A, relayDwellUs: MAX_DWELL_US }, 66],
   [{ type: 'relay-reply', seq: 4, returnLeg: 'direct', requester: A, relayDwellUs: 1, responderDwellUs: 2 }, 70],
@@ -49,7 +50,8 @@ describe('probe codec', () => {
 
   it('pins the header and field layout', () => {
     expect(hex(encodeProbePacket({ type: 'echo-request', seq: 0x01020304 }))).toBe('6d50010101020304')
-    expect(hex(encodeProbePacket({ type: 'echo-reply', seq: 1, responderDwellUs: 0x0a0b }))).toBe('6d5001020000000100000a0b')
+    expect(hex(encodeProbePacket({ type: 'echo-reply', seq: 1, responderDwellUs: 0x0a0b, responderPath: null }))).toBe('6d5001020000000100000a0b00')
+    expect(hex(encodeProbePacket({ type: 'echo-reply', seq: 1, responderDwellUs: 0x0a0b, responderPath: 'abc' }))).toBe('6d5001020000000100000a0b03616263')
     expect(hex(encodeProbePacket({ type: 'relay-request', seq: 1, returnLeg: 'relay', destination: 'abc' }))).toBe('6d500103000000010103616263')
   })
 

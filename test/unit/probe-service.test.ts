@@ -83,6 +83,24 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it("learns each peer's own forward path towards us from its echo replies", async () => {
+    const now = (): number => Date.now()
+    const network = new FakeProbeNetwork(now)
+    network.link('a', 'c', 5, 5)
+    const controller = new AbortController()
+    const a = createProbeService({ selfId: ids.a, logger, now, monotonicNow: now, socketFactory: network.socketFactory('a') }, controller.signal)
+    let cPathToA: string | null = ids.b
+    const c = createProbeService({ selfId: ids.c, logger, now, monotonicNow: now, socketFactory: network.socketFactory('c'), forwardPathTo: (peer) => (peer === ids.a ? cPathToA : null) }, controller.signal)
+    a.setLinks(network.linksOf('a', ids))
+    c.setLinks(network.linksOf('c', ids))
+    expect(a.reportedPath(ids.c)).toBeUndefined()
+    await pollUntilFake(() => a.reportedPath(ids.c) !== undefined, 5_000)
+    expect(a.reportedPath(ids.c)).toEqual({ via: ids.b })
+    cPathToA = null
+    await pollUntilFake(() => a.reportedPath(ids.c)?.via === null, 5_000)
+    controller.abort()
+  })
+
   it('compares forward legs through a relay without clock sync: relayed − direct ≈ 20 − 70', async () => {
     const { services, controller } = scenario()
     services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
