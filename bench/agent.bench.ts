@@ -127,11 +127,11 @@ async function plainTunnelMs(): Promise<number> {
 
 const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
-function cpuTicks(pid: number): number {
+function cpuTicks(pid: number): { user: number; system: number } {
   // Fields after the command name (which may hold spaces) start at field 3; utime and stime are fields 14 and 15.
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11]) + Number(fields[12])
+  return { user: Number(fields[11]), system: Number(fields[12]) }
 }
 
 function rssMiB(pid: number): number {
@@ -141,7 +141,16 @@ function rssMiB(pid: number): number {
 
 interface Idle {
   cpuPct: number
+  /** Of cpuPct, the part spent in the kernel (stime). */
+  systemPct: number
   rssMiB: number
+  /** Of rssMiB, anonymous memory (heap, stacks); the rest is mapped files, mostly the node binary. */
+  anonMiB: number
+}
+
+function statusKiB(pid: number, field: string): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return Number(match?.[1] ?? Number.NaN)
 }
 
 /** CPU (% of one core) over the same window and RSS at its end, for each pid. */
@@ -150,7 +159,13 @@ async function idle(pids: readonly number[]): Promise<Idle[]> {
   const start = performance.now()
   await delay(IDLE_WINDOW_MS)
   const seconds = (performance.now() - start) / 1000
-  return pids.map((pid, i) => ({ cpuPct: ((cpuTicks(pid) - (before[i] ?? 0)) / TICKS_PER_SECOND / seconds) * 100, rssMiB: rssMiB(pid) }))
+  const pct = (ticks: number): number => (ticks / TICKS_PER_SECOND / seconds) * 100
+  return pids.map((pid, i) => {
+    const after = cpuTicks(pid)
+    const user = after.user - (before[i]?.user ?? 0)
+    const system = after.system - (before[i]?.system ?? 0)
+    return { cpuPct: pct(user + system), systemPct: pct(system), rssMiB: rssMiB(pid), anonMiB: statusKiB(pid, 'RssAnon') / 1024 }
+  })
 }
 
 function bareNode(): ChildProcess {
@@ -202,7 +217,7 @@ function pidOf(host: AgentHost): number {
 }
 
 function idleDetail(label: string, agent: Idle, base: Idle, wgo: { count: number; rss: number }): string {
-  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS, ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s; bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
+  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS (${agent.anonMiB.toFixed(1)} anonymous), ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s (${agent.systemPct.toFixed(2)} in the kernel); bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
 }
 
 // ── The benchmarks ──────────────────────────────────────────────────────────
