@@ -254,8 +254,10 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
     })
 
     // wireguard-go processes whose interface is no longer wanted (their link may already be gone).
+    // A safety net: swept on full passes, teardowns, and passes that started, stopped or failed something.
+    const sweep = full || desired.wireguard.length === 0 || failures.length > 0 || planned.some((o) => o.op === 'linkDel' || o.op === 'wgEnsure')
     const wanted = new Set(desired.wireguard.map((d) => d.name))
-    const stale = [...(await interfaceList(signal)())].filter((name) => !wanted.has(name)).sort()
+    const stale = sweep ? [...(await interfaceList(signal)())].filter((name) => !wanted.has(name)).sort() : []
     for (const [name, error] of await removeInterfaces(stale, signal)) {
       const operation: Operation = { op: 'linkDel', name }
       failures.push({ operation, description: describeOperation(operation), error })
