@@ -3,7 +3,8 @@
 //   ip netns exec NS node dist/kernel/reconcile-driver.js capabilities
 //   ip netns exec NS node dist/kernel/reconcile-driver.js apply  < desired.json
 //   ip netns exec NS node dist/kernel/reconcile-driver.js serve  < JSON lines (one desired state each)
-// `serve` keeps applying the last state and repairs drift until stdin closes.
+// `serve` keeps applying the last state and repairs drift until stdin closes; a
+// line `resync` re-applies the last state reading every WireGuard device back.
 // Output: one JSON object per line. Keys never appear in it.
 
 import { createInterface } from 'node:readline'
@@ -73,9 +74,11 @@ async function main(argv: string[]): Promise<number> {
         )
         for await (const line of createInterface({ input: process.stdin })) {
           if (line.trim() === '') continue
-          desired = decodeDesiredState(JSON.parse(line))
+          const resync = line.trim() === 'resync'
+          if (!resync) desired = decodeDesiredState(JSON.parse(line))
+          if (desired === undefined) throw new Error('resync before any state')
           const started = process.hrtime.bigint()
-          const result = await kernel.reconciler.apply(desired, { signal: controller.signal })
+          const result = await kernel.reconciler.apply(desired, { signal: controller.signal, resync })
           print({ event: 'applied', ...summary(result), ms: Number(process.hrtime.bigint() - started) / 1e6 })
         }
         repair.stop()

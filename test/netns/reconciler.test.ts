@@ -205,4 +205,32 @@ describe('reconciler in a namespace', () => {
       await new Promise((resolve) => driver.on('close', resolve))
     }
   })
+
+  it('repairs a WireGuard peer changed behind its back at a resync (the read-back cache does not see it before)', async () => {
+    const driver: ChildProcessWithoutNullStreams = spawn('ip', ['netns', 'exec', ns.name, NODE, DRIVER, 'serve'])
+    const events: (DriverResult & { event?: string })[] = []
+    createInterface({ input: driver.stdout }).on('line', (line) => events.push(JSON.parse(line) as DriverResult & { event?: string }))
+    const applied = async (send: string): Promise<DriverResult> => {
+      const from = events.length
+      driver.stdin.write(send + '\n')
+      return pollUntil(() => events.slice(from).find((e) => e.event === 'applied'), { deadlineMs: 30_000, what: 'an applied event' })
+    }
+    const peers = (): string[] => ns.exec('wg', ['show', wgB, 'peers']).trim().split('\n').filter(Boolean)
+    try {
+      await applied(JSON.stringify(desired()))
+      // A second pass learns the devices' links; from then on unchanged devices are not read back.
+      expect((await applied(JSON.stringify(desired()))).operations).toEqual([])
+      ns.exec('wg', ['set', wgB, 'peer', peerC.publicKey, 'remove'])
+      expect(peers()).toEqual([])
+      // Neither backend notifies a configuration change: an ordinary pass trusts what it applied.
+      expect((await applied(JSON.stringify(desired()))).operations).toEqual([])
+      const repaired = await applied('resync')
+      expect(repaired.operations).toEqual(['wgSet'])
+      expect(repaired.failures).toEqual([])
+      expect(peers()).toEqual([peerC.publicKey])
+    } finally {
+      driver.stdin.end()
+      await new Promise((resolve) => driver.on('close', resolve))
+    }
+  })
 })
