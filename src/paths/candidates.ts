@@ -27,7 +27,15 @@ export interface RelayedMeasurement {
   lossPct: number
   /** 'direct': the destination answered over its direct link to us (differences are forward-only). */
   returnLeg: 'direct' | 'relay'
+  samples: number
 }
+
+/**
+ * Loss over few probes is mostly noise (1 of 2 is not "50 % loss"): the
+ * figure is shrunk towards zero as if the window held at least this many.
+ */
+export const LOSS_MIN_WINDOW = 10
+const shrunkLoss = (lossPct: number, samples: number): number => (lossPct * samples) / Math.max(samples, LOSS_MIN_WINDOW)
 
 /** The candidates for one destination: the direct link and each probed relay whose first leg is alive. */
 export function candidatesFor(direct: DirectMeasurement | undefined, relayed: ReadonlyMap<string, RelayedMeasurement>, relayLinkAlive: (relay: string) => boolean): CandidateMetrics[] {
@@ -39,7 +47,7 @@ export function candidatesFor(direct: DirectMeasurement | undefined, relayed: Re
       alive: directRtt !== undefined,
       forwardMs: directRtt === undefined ? Number.POSITIVE_INFINITY : directRtt / 2,
       jitterMs: direct.jitterMs ?? 0,
-      lossPct: direct.lossPct,
+      lossPct: shrunkLoss(direct.lossPct, direct.samples),
       ...(directRtt === undefined && direct.rttMs === undefined && direct.samples < MIN_SAMPLES_FOR_VERDICT ? { undecided: true } : {}),
     })
   }
@@ -47,7 +55,7 @@ export function candidatesFor(direct: DirectMeasurement | undefined, relayed: Re
     const alive = m.alive && m.rttMs !== undefined && relayLinkAlive(relay)
     let forwardMs = Number.POSITIVE_INFINITY
     if (m.rttMs !== undefined) forwardMs = m.returnLeg === 'direct' && directRtt !== undefined ? directRtt / 2 + (m.rttMs - directRtt) : m.rttMs / 2
-    result.push({ via: relay, alive, forwardMs, jitterMs: m.jitterMs ?? 0, lossPct: m.lossPct })
+    result.push({ via: relay, alive, forwardMs, jitterMs: m.jitterMs ?? 0, lossPct: shrunkLoss(m.lossPct, m.samples) })
   }
   return result
 }

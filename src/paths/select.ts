@@ -22,8 +22,8 @@ export const DEFAULT_PATH_POLICY: PathPolicy = {
   minGainFraction: 0.1,
   minGainMs: 5,
   holdMs: 4_000,
-  jitterWeight: 1,
-  lossPenaltyMsPerPct: 10,
+  jitterWeight: 0.5,
+  lossPenaltyMsPerPct: 5,
 }
 
 export interface CandidateMetrics {
@@ -87,7 +87,10 @@ export function requiredGainMs(current: CandidateMetrics, policy: PathPolicy = D
 /**
  * One decision for one destination. Moves at once when the current path is
  * dead (or gone); otherwise only for a gain of at least requiredGainMs held for
- * policy.holdMs. With no previous state the destination starts direct.
+ * policy.holdMs. A relay must keep earning its place: when its advantage over
+ * a live direct link falls below half the required gain for holdMs, traffic
+ * goes back direct (the band between the two thresholds is what stops
+ * flapping). With no previous state the destination starts direct.
  */
 export function decidePath(previous: DestinationPathState | undefined, candidates: readonly CandidateMetrics[], now: number, policy: PathPolicy = DEFAULT_PATH_POLICY): PathDecision {
   const currentVia: Via = previous?.via ?? null
@@ -101,14 +104,22 @@ export function decidePath(previous: DestinationPathState | undefined, candidate
     if (best === undefined || best.via === currentVia) return { state: { via: currentVia } }
     return { state: { via: best.via }, change: { from: currentVia, to: best.via, reason: 'dead', ...(current ? { fromMetrics: current } : {}), toMetrics: best } }
   }
-  if (best === undefined || best.via === currentVia) return { state: { via: currentVia } }
+  const target = targetOf(current, best, candidates, policy)
+  if (target === undefined) return { state: { via: currentVia } }
 
-  const gain = pathScore(current, policy) - pathScore(best, policy)
-  if (gain < requiredGainMs(current, policy)) return { state: { via: currentVia } }
-
-  const pending = previous?.pending?.via === best.via ? previous.pending : { via: best.via, since: now }
+  const pending = previous?.pending?.via === target.via ? previous.pending : { via: target.via, since: now }
   if (now - pending.since >= policy.holdMs) {
-    return { state: { via: best.via }, change: { from: currentVia, to: best.via, reason: 'better', fromMetrics: current, toMetrics: best } }
+    return { state: { via: target.via }, change: { from: currentVia, to: target.via, reason: 'better', fromMetrics: current, toMetrics: target } }
   }
   return { state: { via: currentVia, pending } }
+}
+
+/** Where a live current path should move (subject to the hold), if anywhere. */
+function targetOf(current: CandidateMetrics, best: CandidateMetrics | undefined, candidates: readonly CandidateMetrics[], policy: PathPolicy): CandidateMetrics | undefined {
+  if (best !== undefined && best.via !== current.via && pathScore(current, policy) - pathScore(best, policy) >= requiredGainMs(current, policy)) return best
+  if (current.via === null) return undefined
+  const direct = candidates.find((c) => c.via === null)
+  if (direct?.alive !== true) return undefined
+  const advantage = pathScore(direct, policy) - pathScore(current, policy)
+  return advantage < requiredGainMs(direct, policy) / 2 ? direct : undefined
 }

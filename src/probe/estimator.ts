@@ -6,10 +6,13 @@
 export const LOSS_WINDOW = 20
 /** Consecutive timed-out probes after which a path is dead. */
 export const DEAD_AFTER_MISSES = 3
-/** EWMA gain of the smoothed RTT (as TCP's SRTT, RFC 6298). */
-export const RTT_GAIN = 1 / 8
-/** Gain of the jitter estimate (RFC 3550 §6.4.1: J += (|D| − J) / 16). */
-export const JITTER_GAIN = 1 / 16
+/**
+ * RTT and jitter are medians over the last RTT_WINDOW samples, not EWMAs: a
+ * userspace prober's samples carry event-loop stalls (seconds-long at agent
+ * start, on a loaded host), and a median forgets them after a few probes where
+ * an EWMA would drag them along for dozens.
+ */
+export const RTT_WINDOW = 9
 
 export interface Estimator {
   readonly alive: boolean
@@ -17,6 +20,9 @@ export interface Estimator {
   readonly jitterMs?: number
   /** The previous RTT sample, for the jitter difference. */
   readonly lastRttMs?: number
+  /** The last RTT_WINDOW samples and consecutive differences, oldest first. */
+  readonly recentRttsMs?: readonly number[]
+  readonly recentDiffsMs?: readonly number[]
   /** Outcome of each decided probe, oldest first, at most LOSS_WINDOW: true = answered in time. */
   readonly outcomes: readonly boolean[]
   readonly consecutiveMisses: number
@@ -37,17 +43,23 @@ export interface Step {
 
 export const initialEstimator: Estimator = { alive: false, outcomes: [], consecutiveMisses: 0 }
 
+export function median(values: readonly number[]): number | undefined {
+  if (values.length === 0) return undefined
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle] : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2
+}
+
+const pushWindow = (window: readonly number[] | undefined, value: number): number[] => [...(window ?? []), value].slice(-RTT_WINDOW)
+
 function withSample(estimator: Estimator, rttMs: number): Estimator {
   const sample = Math.max(0, rttMs)
-  if (estimator.provisional === true) return { ...estimator, srttMs: sample, lastRttMs: sample, provisional: false }
-  const srttMs = estimator.srttMs === undefined ? sample : estimator.srttMs + RTT_GAIN * (sample - estimator.srttMs)
-  let jitterMs = estimator.jitterMs
-  if (estimator.lastRttMs !== undefined) {
-    const difference = Math.abs(sample - estimator.lastRttMs)
-    // The first difference seeds the estimate, so jitter is meaningful after two replies, not after dozens.
-    jitterMs = jitterMs === undefined ? difference : jitterMs + JITTER_GAIN * (difference - jitterMs)
-  }
-  return { ...estimator, srttMs, jitterMs, lastRttMs: sample }
+  if (estimator.provisional === true) return { ...estimator, srttMs: sample, lastRttMs: sample, recentRttsMs: [sample], recentDiffsMs: [], provisional: false }
+  const recentRttsMs = pushWindow(estimator.recentRttsMs, sample)
+  // Jitter: the median difference between consecutive samples (RFC 3550's |D|, robustly averaged); known after two replies.
+  const recentDiffsMs = estimator.lastRttMs === undefined ? (estimator.recentDiffsMs ?? []) : pushWindow(estimator.recentDiffsMs, Math.abs(sample - estimator.lastRttMs))
+  const jitterMs = median(recentDiffsMs)
+  return { ...estimator, srttMs: median(recentRttsMs) ?? sample, ...(jitterMs === undefined ? {} : { jitterMs }), lastRttMs: sample, recentRttsMs, recentDiffsMs }
 }
 
 function pushOutcome(outcomes: readonly boolean[], answered: boolean): boolean[] {
@@ -55,9 +67,14 @@ function pushOutcome(outcomes: readonly boolean[], answered: boolean): boolean[]
   return next.length > LOSS_WINDOW ? next.slice(next.length - LOSS_WINDOW) : next
 }
 
-/** A reply arrived before its probe timed out. One reply makes a path alive. */
+/**
+ * A reply arrived before its probe timed out. One reply makes a path alive.
+ * The first reply ever also clears the misses before it: those were the link
+ * coming up, not loss on a working path.
+ */
 export function recordReply(estimator: Estimator, rttMs: number, at: number): Step {
-  const next: Estimator = { ...withSample(estimator, rttMs), alive: true, outcomes: pushOutcome(estimator.outcomes, true), consecutiveMisses: 0, lastReplyAt: at }
+  const outcomes = estimator.lastReplyAt === undefined ? [true] : pushOutcome(estimator.outcomes, true)
+  const next: Estimator = { ...withSample(estimator, rttMs), alive: true, outcomes, consecutiveMisses: 0, lastReplyAt: at }
   return { estimator: next, transition: estimator.alive ? undefined : 'alive' }
 }
 

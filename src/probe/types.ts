@@ -17,9 +17,9 @@ export interface LinkStats {
   peerId: string
   /** False until the first reply, and after 3 consecutive misses. */
   alive: boolean
-  /** Smoothed RTT (EWMA, gain 1/8), ms. */
+  /** RTT, the median of the last 9 samples, ms. */
   rttMs?: number
-  /** RFC 3550-style mean deviation of consecutive RTTs (gain 1/16), ms. */
+  /** Jitter: the median difference between consecutive RTT samples (last 9), ms. */
   jitterMs?: number
   /** Loss over the last LOSS_WINDOW probes that were decided (answered or timed out), 0–100. */
   lossPct: number

@@ -7,7 +7,7 @@ const relay = (via: string, forwardMs: number, extra: Partial<CandidateMetrics> 
 
 describe('pathScore and requiredGainMs', () => {
   it('adds jitter and a loss penalty to the forward delay', () => {
-    expect(pathScore(direct(20, { jitterMs: 3, lossPct: 2 }))).toBe(20 + 3 + 20)
+    expect(pathScore(direct(20, { jitterMs: 4, lossPct: 2 }))).toBe(20 + 2 + 10)
   })
   it('needs max(10 %, 5 ms)', () => {
     expect(requiredGainMs(direct(20))).toBe(5)
@@ -72,6 +72,15 @@ describe('decidePath', () => {
     expect(decidePath({ via: 'z' }, [relay('z', 5, { alive: false }), relay('c', 10), relay('b', 10)], 0).state.via).toBe('b')
   })
 
+  it('goes back direct when a relay no longer earns its place (below half the required gain, held)', () => {
+    // Required gain is 5 ms: a relay saving 4 ms (≥ 2.5) stays; one saving 2 ms goes back direct after the hold.
+    expect(decidePath({ via: 'b' }, [direct(20), relay('b', 16)], 0)).toEqual({ state: { via: 'b' } })
+    const first = decidePath({ via: 'b' }, [direct(20), relay('b', 18)], 0)
+    expect(first.state).toEqual({ via: 'b', pending: { via: null, since: 0 } })
+    const later = decidePath(first.state, [direct(20), relay('b', 18)], DEFAULT_PATH_POLICY.holdMs)
+    expect(later.change).toMatchObject({ from: 'b', to: null, reason: 'better' })
+  })
+
   it('counts loss: a lossy relay does not win on delay alone', () => {
     const candidates = [direct(30), relay('b', 15, { lossPct: 5 })]
     const a = decidePath(undefined, candidates, 0)
@@ -80,7 +89,7 @@ describe('decidePath', () => {
 })
 
 describe('candidatesFor', () => {
-  const relayed = (rttMs: number, returnLeg: RelayedMeasurement['returnLeg'] = 'direct'): RelayedMeasurement => ({ alive: true, rttMs, lossPct: 0, returnLeg })
+  const relayed = (rttMs: number, returnLeg: RelayedMeasurement['returnLeg'] = 'direct'): RelayedMeasurement => ({ alive: true, rttMs, lossPct: 0, returnLeg, samples: 10 })
 
   it('turns round-trip differences into forward differences against half the direct RTT', () => {
     // Forward A→C 70, return C→A 15: direct RTT 85. Via B: 10 + 10 forward, same return: 35.
@@ -107,6 +116,11 @@ describe('candidatesFor', () => {
     const later = candidatesFor({ alive: false, lossPct: 100, samples: 3 }, new Map([['b', relayed(40, 'relay')]]), () => true)
     expect(later[0]?.undecided).toBeUndefined()
     expect(decidePath(undefined, later, 0).state).toEqual({ via: 'b' })
+  })
+
+  it('shrinks loss measured over few probes towards zero', () => {
+    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 50, samples: 2 }, new Map([['b', { alive: true, rttMs: 30, lossPct: 10, returnLeg: 'direct' as const, samples: 20 }]]), () => true)
+    expect(c.map((x) => x.lossPct)).toEqual([10, 10])
   })
 
   it('marks a relay dead when our link to it is dead', () => {

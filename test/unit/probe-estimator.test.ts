@@ -43,11 +43,13 @@ function run(events: Event[]): { estimator: Estimator; transitions: Transition[]
 describe('probe estimator', () => {
   it.each([
     { name: 'one reply', events: [10], srtt: 10, jitter: undefined },
-    { name: 'two replies', events: [10, 18], srtt: 11, jitter: 8 },
-    { name: 'three replies', events: [10, 18, 10], srtt: 10.875, jitter: 8 },
-    { name: 'jitter gain 1/16', events: [10, 26, 26], srtt: 13.75, jitter: 15 },
-    { name: 'a miss leaves RTT alone', events: [10, 'miss', 18], srtt: 11, jitter: 8 },
-    { name: 'a late reply feeds RTT', events: [10, 'miss', { late: 90 }], srtt: 20, jitter: 80 },
+    { name: 'two replies', events: [10, 18], srtt: 14, jitter: 8 },
+    { name: 'three replies', events: [10, 18, 10], srtt: 10, jitter: 8 },
+    { name: 'median jitter of consecutive differences', events: [10, 26, 26], srtt: 26, jitter: 8 },
+    { name: 'a miss leaves RTT alone', events: [10, 'miss', 18], srtt: 14, jitter: 8 },
+    { name: 'a late reply feeds RTT', events: [10, 'miss', { late: 90 }], srtt: 50, jitter: 80 },
+    { name: 'a stall is forgotten: one 900 ms sample among 10 ms ones', events: [10, 11, 900, 10, 12, 11], srtt: 11, jitter: 2 },
+    { name: 'only the last RTT_WINDOW samples count', events: [500, 500, 500, 500, 500, 10, 10, 10, 10, 10, 10, 10, 10, 10], srtt: 10, jitter: 0 },
   ] as { name: string; events: Event[]; srtt: number; jitter: number | undefined }[])('RTT and jitter: $name', ({ events, srtt, jitter }) => {
     const { estimator } = run(events)
     expect(estimator.srttMs).toBeCloseTo(srtt, 9)
@@ -78,7 +80,8 @@ describe('probe estimator', () => {
     { name: 'no samples', events: [], loss: 0, samples: 0 },
     { name: 'one of four lost', events: [1, 'miss', 1, 1], loss: 25, samples: 4 },
     { name: 'a late reply is not counted twice', events: [1, 'miss', { late: 1 }, 1], loss: 100 / 3, samples: 3 },
-    { name: 'the window slides', events: [...Array<Event>(LOSS_WINDOW).fill('miss'), ...Array<Event>(LOSS_WINDOW / 2).fill(1)], loss: 50, samples: LOSS_WINDOW },
+    { name: 'misses before the first reply ever are the link coming up, not loss', events: ['miss', 'miss', 'miss', 1, 1], loss: 0, samples: 2 },
+    { name: 'the window slides', events: [1, ...Array<Event>(LOSS_WINDOW).fill('miss'), ...Array<Event>(LOSS_WINDOW / 2).fill(1)], loss: 50, samples: LOSS_WINDOW },
   ] as { name: string; events: Event[]; loss: number; samples: number }[])('loss: $name', ({ events, loss, samples }) => {
     const { estimator } = run(events)
     expect(lossPct(estimator)).toBeCloseTo(loss, 9)
@@ -88,20 +91,20 @@ describe('probe estimator', () => {
   it('restartSmoothing forgets samples, keeps liveness, and carries RTT provisionally', () => {
     const { estimator } = run([10, 20, 'miss', 'miss'])
     const restarted = restartSmoothing(estimator)
-    expect(restarted).toEqual({ alive: true, outcomes: [], consecutiveMisses: 0, lastReplyAt: 1, srttMs: 11.25, jitterMs: 10, provisional: true })
+    expect(restarted).toEqual({ alive: true, outcomes: [], consecutiveMisses: 0, lastReplyAt: 1, srttMs: 15, jitterMs: 10, provisional: true })
     // Two more misses do not kill it: the count restarted too.
     expect(recordMiss(recordMiss(restarted).estimator).estimator.alive).toBe(true)
     // The first sample under the new meaning replaces the carried RTT outright; jitter continues from there.
     const first = recordReply(restarted, 40, 5).estimator
     expect([first.srttMs, first.jitterMs, first.provisional]).toEqual([40, 10, false])
-    expect(recordReply(first, 48, 6).estimator.srttMs).toBe(41)
+    expect(recordReply(first, 48, 6).estimator.srttMs).toBe(44)
     expect(restartSmoothing(initialEstimator)).toEqual({ alive: false, outcomes: [], consecutiveMisses: 0, lastReplyAt: undefined })
   })
 
   it.each([
     { name: 'initial', events: [], timeout: 1000 },
     { name: 'floor', events: [10, 10], timeout: 250 },
-    { name: '2·srtt + 4·jitter', events: [100, 140], timeout: 2 * 105 + 4 * 40 },
+    { name: '2·srtt + 4·jitter', events: [100, 140], timeout: 2 * 120 + 4 * 40 },
     { name: 'ceiling', events: [900], timeout: 1500 },
   ] as { name: string; events: Event[]; timeout: number }[])('probe timeout: $name', ({ events, timeout }) => {
     expect(probeTimeoutMs(run(events).estimator, DIRECT_TIMEOUT)).toBe(timeout)
