@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { afterAll, describe, expect, it } from 'vitest'
 import { pollUntil } from '../support/poll.js'
 import { AgentLab, createToken, mdLinks, pingOnce, startAgent, status, stopAgent, waitForAgent, wireguardGoPids, type AgentHost, type StatusJson } from '../support/agents.js'
@@ -7,7 +8,8 @@ import { AgentLab, createToken, mdLinks, pingOnce, startAgent, status, stopAgent
 // adopts what is there without interrupting traffic. A ping stream runs over
 // the overlay while one host's agent stops and starts again; the stream may
 // lose at most one reply, and the host's md- link and wireguard-go process
-// are the same objects afterwards (same ifindex, same pid).
+// are the same objects afterwards (same ifindex, same pid), with the same
+// listen port and preshared key on both ends (`wg show`).
 
 interface PingStream {
   child: ChildProcess
@@ -42,12 +44,20 @@ function pingStream(host: AgentHost, address: string): PingStream {
 interface KernelSnapshot {
   links: Map<string, number>
   wireguardGo: number[]
+  /** Per md- link, `wg show <link> listen-port` and a digest of `wg show <link> preshared-keys`: a new key would re-key the tunnel. */
+  wireguard: Map<string, { port: string; psk: string }>
 }
 
 function snapshot(host: AgentHost): KernelSnapshot {
   const links = new Map<string, number>()
-  for (const link of host.ns.ipJson<{ ifname: string; ifindex: number }[]>('link', 'show')) if (link.ifname.startsWith('md-')) links.set(link.ifname, link.ifindex)
-  return { links, wireguardGo: wireguardGoPids(host).sort((a, b) => a - b) }
+  const wireguard = new Map<string, { port: string; psk: string }>()
+  for (const link of host.ns.ipJson<{ ifname: string; ifindex: number }[]>('link', 'show')) {
+    if (!link.ifname.startsWith('md-')) continue
+    links.set(link.ifname, link.ifindex)
+    const psk = createHash('sha256').update(host.ns.exec('wg', ['show', link.ifname, 'preshared-keys'])).digest('hex').slice(0, 16)
+    wireguard.set(link.ifname, { port: host.ns.exec('wg', ['show', link.ifname, 'listen-port']).trim(), psk })
+  }
+  return { links, wireguardGo: wireguardGoPids(host).sort((a, b) => a - b), wireguard }
 }
 
 function logSince(host: AgentHost, mark: number): string {
@@ -85,7 +95,7 @@ describe('agent restart adopts the kernel without traffic loss', () => {
     ['the joiner', 1, 0],
     ['the founder', 0, 1],
   ] as const) {
-    it(`SIGTERM and restart of ${which}: at most one lost reply, same link and wireguard-go`, async () => {
+    it(`SIGTERM and restart of ${which}: at most one lost reply, same link, wireguard-go, port and key`, async () => {
       const host = lab.host(restarted)
       const peer = lab.host(other)
       const target = (restarted === 1 ? s2 : s1)?.self.addresses[0] ?? ''
@@ -118,8 +128,8 @@ describe('agent restart adopts the kernel without traffic loss', () => {
       const { transmitted, received } = await stream.finish()
 
       expect(transmitted - received, `lost replies (${received}/${transmitted}); agent log:\n${logSince(host, mark).slice(-3000)}`).toBeLessThanOrEqual(1)
-      expect(snapshot(host), 'md- link ifindex and wireguard-go pid on the restarted host').toEqual(before)
-      expect(snapshot(peer), 'md- link ifindex and wireguard-go pid on the peer').toEqual(peerBefore)
+      expect(snapshot(host), 'md- link ifindex, wireguard-go pid, port and key on the restarted host').toEqual(before)
+      expect(snapshot(peer), 'md- link ifindex, wireguard-go pid, port and key on the peer').toEqual(peerBefore)
       expect(mdLinks(host)).toHaveLength(1)
     })
   }
