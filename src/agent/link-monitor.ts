@@ -30,8 +30,8 @@ export interface LinkMonitorChange {
   activity: string[]
 }
 
-/** Bytes per second (both directions, probes excluded) above which a link counts as carrying traffic; keepalives stay well below. */
-export const ACTIVE_BYTES_PER_SECOND = 2_048
+/** Bytes per second (both directions, probes excluded) above which a link counts as carrying traffic: keepalives (32 B per 25 s) stay well below, one ping a second is above. */
+export const ACTIVE_BYTES_PER_SECOND = 256
 
 export function isFresh(observation: LinkObservation | undefined, now: number, freshMs: number): boolean {
   return observation?.lastHandshakeMs !== undefined && now - observation.lastHandshakeMs < freshMs

@@ -363,7 +363,7 @@ export function describeOperation(operation: Operation): string {
       const r = operation.route
       const hop = r.nexthop ? `${r.nexthop.via ? ` via ${r.nexthop.via}` : ''} dev ${r.nexthop.dev}${r.nexthop.onlink ? ' onlink' : ''}` : ''
       const multi = r.multipath ? r.multipath.map((n) => ` nexthop${n.via ? ` via ${n.via}` : ''} dev ${n.dev} weight ${n.weight ?? 1}`).join('') : ''
-      return `ip route ${operation.op === 'routeReplace' ? 'replace' : 'del'} ${r.type && r.type !== 'unicast' ? `${r.type} ` : ''}${r.dst}${hop}${multi} table ${r.table}${r.metric ? ` metric ${r.metric}` : ''}`
+      return `ip route ${operation.op === 'routeReplace' ? 'replace' : 'del'} ${r.type && r.type !== 'unicast' ? `${r.type} ` : ''}${r.dst}${hop}${multi}${r.src ? ` src ${r.src}` : ''} table ${r.table}${r.metric ? ` metric ${r.metric}` : ''}`
     }
     case 'ruleAdd':
     case 'ruleDel': {

@@ -68,11 +68,17 @@ export function meshLinkMtu(link: Pick<PeerLink, 'underlayMtu' | 'underlayFamily
   return link.underlayMtu - WIREGUARD_OVERHEAD[link.underlayFamily]
 }
 
-function hostRoutes(member: MemberInput, table: number, link: PeerLink): Route[] {
+/**
+ * Routes to a member over one link. `source` (the overlay table only) makes
+ * traffic this host originates leave from its overlay address, not the link's
+ * link-local one: through a relay the destination could not answer a
+ * link-local address that is not on its own link with us.
+ */
+function hostRoutes(member: MemberInput, table: number, link: PeerLink, source?: { overlay4: string; overlay6: string }): Route[] {
   return [
-    { table, dst: `${member.overlay4}/32`, nexthop: { via: link.peer4, dev: link.ifname, onlink: true } },
+    { table, dst: `${member.overlay4}/32`, ...(source ? { src: source.overlay4 } : {}), nexthop: { via: link.peer4, dev: link.ifname, onlink: true } },
     // IPv6 link-local gateways need the device; they are on-link by definition.
-    { table, dst: `${member.overlay6}/128`, nexthop: { via: link.peer6, dev: link.ifname } },
+    { table, dst: `${member.overlay6}/128`, ...(source ? { src: source.overlay6 } : {}), nexthop: { via: link.peer6, dev: link.ifname } },
   ]
 }
 
@@ -116,7 +122,7 @@ export function planMesh(input: MeshInput): DesiredState {
     const choice = input.paths.get(member.nodeId) ?? { via: null }
     const relayLink = choice.via === null ? undefined : linkByPeer.get(choice.via)
     const forward = relayLink ?? direct
-    if (forward) routes.push(...hostRoutes(member, TABLE_OVERLAY, forward))
+    if (forward) routes.push(...hostRoutes(member, TABLE_OVERLAY, forward, input.self))
   }
 
   const rules: Rule[] = [

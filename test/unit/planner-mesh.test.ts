@@ -48,17 +48,12 @@ describe('planMesh', () => {
     expect(validateDesiredState(desired, { supportedKinds: new Set(LINK_KINDS) })).toEqual([])
     const ops = planOperations({ links: [], addresses: [], routes: [], rules: [], wireguard: [], sysctls: [] }, desired, { wireguardBackend: 'kernel' }).map(describeOperation)
     expect(ops).toEqual([
+      'ip link add md-b type wireguard',
+      'ip link add md-c type wireguard',
       'ip link add md-self type dummy',
       'ip link set md-self up',
-      // MTU from the underlay minus WireGuard's overhead: 60 over IPv4, 80 over IPv6.
-      'ip link add md-b type wireguard',
-      'ip link set md-b mtu 1440',
-      'ip link add md-c type wireguard',
-      'ip link set md-c mtu 1420',
       'wg setconf md-b (1 peers, port 51821)',
       'wg setconf md-c (1 peers, port 51822)',
-      'ip link set md-b up',
-      'ip link set md-c up',
       'sysctl -w net.ipv4.ip_forward=1',
       'sysctl -w net.ipv6.conf.all.forwarding=1',
       'sysctl -w net.ipv4.conf.md-b.rp_filter=2',
@@ -69,14 +64,18 @@ describe('planMesh', () => {
       'ip addr add fe80::1:1/128 peer fe80::1:2/128 dev md-b',
       'ip addr add 169.254.2.1/32 peer 169.254.2.2/32 dev md-c',
       'ip addr add fe80::2:1/128 peer fe80::2:2/128 dev md-c',
+      // Up only once addressed (as wg-quick); MTU from the underlay minus WireGuard's overhead: 60 over IPv4, 80 over IPv6.
+      'ip link set md-b mtu 1440 up',
+      'ip link set md-c mtu 1420 up',
       'ip route replace 10.73.0.2/32 via 169.254.1.2 dev md-b onlink table 7301',
       'ip route replace fd73::2/128 via fe80::1:2 dev md-b table 7301',
-      'ip route replace 10.73.0.2/32 via 169.254.1.2 dev md-b onlink table 7300',
-      'ip route replace fd73::2/128 via fe80::1:2 dev md-b table 7300',
+      // Traffic this host originates leaves from its overlay address, so a relayed destination can answer it.
+      'ip route replace 10.73.0.2/32 via 169.254.1.2 dev md-b onlink src 10.73.0.1 table 7300',
+      'ip route replace fd73::2/128 via fe80::1:2 dev md-b src fd73::1 table 7300',
       'ip route replace 10.73.0.3/32 via 169.254.2.2 dev md-c onlink table 7301',
       'ip route replace fd73::3/128 via fe80::2:2 dev md-c table 7301',
-      'ip route replace 10.73.0.3/32 via 169.254.2.2 dev md-c onlink table 7300',
-      'ip route replace fd73::3/128 via fe80::2:2 dev md-c table 7300',
+      'ip route replace 10.73.0.3/32 via 169.254.2.2 dev md-c onlink src 10.73.0.1 table 7300',
+      'ip route replace fd73::3/128 via fe80::2:2 dev md-c src fd73::1 table 7300',
       'ip -4 rule add priority 7300 to 10.73.0.0/16 iif md-b lookup 7301',
       'ip -6 rule add priority 7300 to fd73::/48 iif md-b lookup 7301',
       'ip -4 rule add priority 7300 to 10.73.0.0/16 iif md-c lookup 7301',
@@ -93,7 +92,7 @@ describe('planMesh', () => {
     const toC = desired.routes.filter((r) => r.dst === '10.73.0.3/32')
     expect(toC).toEqual([
       { table: 7301, dst: '10.73.0.3/32', nexthop: { via: '169.254.2.2', dev: 'md-c', onlink: true } },
-      { table: 7300, dst: '10.73.0.3/32', nexthop: { via: '169.254.1.2', dev: 'md-b', onlink: true } },
+      { table: 7300, dst: '10.73.0.3/32', src: '10.73.0.1', nexthop: { via: '169.254.1.2', dev: 'md-b', onlink: true } },
     ])
   })
 
