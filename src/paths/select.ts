@@ -16,6 +16,8 @@ export interface PathPolicy {
   jitterWeight: number
   /** Milliseconds of score per percent of loss. */
   lossPenaltyMsPerPct: number
+  /** A gain must also clear this fraction of the larger jitter of the two paths: measurement noise, not a real gain. */
+  jitterMargin: number
 }
 
 export const DEFAULT_PATH_POLICY: PathPolicy = {
@@ -24,6 +26,7 @@ export const DEFAULT_PATH_POLICY: PathPolicy = {
   holdMs: 4_000,
   jitterWeight: 0.5,
   lossPenaltyMsPerPct: 5,
+  jitterMargin: 0.5,
 }
 
 export interface CandidateMetrics {
@@ -79,9 +82,14 @@ function bestOf(candidates: readonly CandidateMetrics[], policy: PathPolicy): Ca
   return best
 }
 
-/** The gain a switch must offer: max(fraction of the current score, minimum ms). */
-export function requiredGainMs(current: CandidateMetrics, policy: PathPolicy = DEFAULT_PATH_POLICY): number {
-  return Math.max(policy.minGainFraction * Math.max(pathScore(current, policy), 0), policy.minGainMs)
+/**
+ * The gain a switch must offer: max(fraction of the current score, minimum
+ * ms), plus a margin for noise when comparing against `other` — RTT medians
+ * over a jittery leg wander by about the jitter, and a move on noise is a flap.
+ */
+export function requiredGainMs(current: CandidateMetrics, policy: PathPolicy = DEFAULT_PATH_POLICY, other?: CandidateMetrics): number {
+  const noise = other === undefined ? 0 : policy.jitterMargin * Math.max(current.jitterMs, other.jitterMs)
+  return Math.max(policy.minGainFraction * Math.max(pathScore(current, policy), 0), policy.minGainMs) + noise
 }
 
 /**
@@ -116,10 +124,10 @@ export function decidePath(previous: DestinationPathState | undefined, candidate
 
 /** Where a live current path should move (subject to the hold), if anywhere. */
 function targetOf(current: CandidateMetrics, best: CandidateMetrics | undefined, candidates: readonly CandidateMetrics[], policy: PathPolicy): CandidateMetrics | undefined {
-  if (best !== undefined && best.via !== current.via && pathScore(current, policy) - pathScore(best, policy) >= requiredGainMs(current, policy)) return best
+  if (best !== undefined && best.via !== current.via && pathScore(current, policy) - pathScore(best, policy) >= requiredGainMs(current, policy, best)) return best
   if (current.via === null) return undefined
   const direct = candidates.find((c) => c.via === null)
   if (direct?.alive !== true) return undefined
   const advantage = pathScore(direct, policy) - pathScore(current, policy)
-  return advantage < requiredGainMs(direct, policy) / 2 ? direct : undefined
+  return advantage < requiredGainMs(direct, policy, current) / 2 ? direct : undefined
 }

@@ -16,6 +16,12 @@ export const IDLE_INTERVAL_MS = { min: 1000, max: 2000 } as const
  * cross that link, so its activity would be partly our own probing.
  */
 export const RELAY_ACTIVE_INTERVAL_MS = { min: 1000, max: 1200 } as const
+/**
+ * The relay that carries a destination's traffic right now is probed as fast
+ * as a direct link with traffic: its far leg (relay → destination) is only
+ * seen by relayed probes, and its death must be noticed within about a second.
+ */
+export const RELAY_IN_USE_INTERVAL_MS = ACTIVE_INTERVAL_MS
 export const RELAY_IDLE_INTERVAL_MS = { min: 4500, max: 5500 } as const
 
 export const DIRECT_TIMEOUT: TimeoutBounds = { minMs: 250, maxMs: 1500, initialMs: 1000 }
@@ -46,7 +52,8 @@ export function directProbeDelayMs(active: boolean, random: number): number {
   return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
 }
 
-export function relayProbeDelayMs(situation: { destinationActive: boolean; directAlive: boolean }, random: number): number {
+export function relayProbeDelayMs(situation: { destinationActive: boolean; directAlive: boolean; inUse?: boolean }, random: number): number {
+  if (situation.inUse === true && situation.destinationActive) return jitteredDelayMs(RELAY_IN_USE_INTERVAL_MS, random)
   const fast = situation.destinationActive || !situation.directAlive
   return jitteredDelayMs(fast ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS, random)
 }

@@ -338,7 +338,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     relayEntry.probeTimer = timers.setTimeout(() => {
       relayEntry.probeTimer = undefined
       sendRelayProbeNow(relayEntry)
-    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination) }, random()))
+    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay }, random()))
   }
 
   function stopRelay(relayEntry: RelayEntry): void {

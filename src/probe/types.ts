@@ -135,7 +135,7 @@ export interface ProbeServiceDeps {
   timers?: ProbeTimers
   /** [0, 1); jitters the probe schedule. Default Math.random. */
   random?: () => number
-  /** Our forward path to a peer (null: direct, else the relay's id), told to the peer in echo replies so it can show both directions. */
+  /** Our forward path to a peer (null: direct, else the relay's id): told to the peer in echo replies so it can show both directions, and the relay in use is probed fast. */
   forwardPathTo?: (peerId: string) => string | null
 }
 

@@ -81,6 +81,13 @@ describe('decidePath', () => {
     expect(later.change).toMatchObject({ from: 'b', to: null, reason: 'better' })
   })
 
+  it('does not move on a gain within the noise of a jittery path', () => {
+    // Gain 8 ms (30 − 22) would clear max(10 %, 5 ms), but not that plus half the 20 ms jitter.
+    expect(requiredGainMs(direct(20, { jitterMs: 20 }), DEFAULT_PATH_POLICY, relay('b', 22))).toBe(15)
+    expect(decidePath(undefined, [direct(20, { jitterMs: 20 }), relay('b', 22)], 0).state.pending).toBeUndefined()
+    expect(decidePath(undefined, [direct(20, { jitterMs: 20 }), relay('b', 12)], 0).state.pending).toEqual({ via: 'b', since: 0 })
+  })
+
   it('counts loss: a lossy relay does not win on delay alone', () => {
     const candidates = [direct(30), relay('b', 15, { lossPct: 5 })]
     const a = decidePath(undefined, candidates, 0)

@@ -15,7 +15,7 @@ import {
   type Estimator,
   type Transition,
 } from '../../src/probe/estimator.js'
-import { DIRECT_TIMEOUT, directProbeDelayMs, returnLegFor, takeToken } from '../../src/probe/schedule.js'
+import { DIRECT_TIMEOUT, directProbeDelayMs, relayProbeDelayMs, returnLegFor, takeToken } from '../../src/probe/schedule.js'
 
 type Event = number | 'miss' | { late: number }
 
@@ -119,6 +119,15 @@ describe('probe schedule', () => {
     [false, 0.5, 1500],
   ] as const)('active=%s random=%s → about %i ms', (active, random, ms) => {
     expect(directProbeDelayMs(active, random)).toBeCloseTo(ms, 3)
+  })
+
+  it.each([
+    [{ destinationActive: true, directAlive: true, inUse: true }, 250],
+    [{ destinationActive: true, directAlive: true, inUse: false }, 1000],
+    [{ destinationActive: false, directAlive: true, inUse: true }, 4500],
+    [{ destinationActive: false, directAlive: false }, 1000],
+  ] as const)('relayed probes %o → from %i ms', (situation, ms) => {
+    expect(relayProbeDelayMs(situation, 0)).toBe(ms)
   })
 
   it('death is noticed within about a second while active: 3 intervals plus the floor timeout', () => {
