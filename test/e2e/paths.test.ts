@@ -208,8 +208,10 @@ describe('asymmetric forward paths through one relay', () => {
     // Steady for a 5 s stream: no further change.
     const settled = lab.pathChanges('a', 'c').length
     await pingStream(a, cOverlay, 50, 0.1)
-    expect(lab.pathChanges('a', 'c').length).toBe(settled)
-    expect(settled - changesBefore).toBe(2)
+    const changes = lab.pathChanges('a', 'c')
+    expect(changes.length).toBe(settled)
+    // Exactly two moves since the cut: off the dead relay, and back once it has been good for the hold time.
+    expect(changes.slice(changesBefore).map((c) => `${c.to === 'direct' ? 'direct' : 'relay'} (${c.reason})`)).toEqual(['direct (dead)', 'relay (better)'])
   })
 })
 
@@ -228,6 +230,8 @@ describe('hosts behind address-and-port-dependent NATs', () => {
     await pollUntil(() => (lab.pathOf('a', 'c') === b && lab.pathOf('c', 'a') === b ? true : undefined), { deadlineMs: 60_000, intervalMs: 500, what: 'a and c route to each other via b' })
     const { answered } = await pingStream(lab.host('a'), lab.overlayOf('c'), 5, 0.2)
     expect(answered.length).toBeGreaterThan(0)
-    expect(meshd(lab.host('a'), ['status']).stdout).toMatch(/via b/)
+    const table = meshd(lab.host('a'), ['status']).stdout
+    expect(table).toMatch(/\bvia \S+/)
+    expect(lab.status('a')?.peers.find((p) => p.id === lab.idOf('c'))?.path.via).toBe(b)
   })
 })
