@@ -21,7 +21,7 @@ import { ControlRefusal, createControlServer, type ControlServer } from '../cont
 import type { WireguardPreference } from '../kernel/capabilities.js'
 import { startDriftRepair, type DriftRepair } from '../kernel/drift.js'
 import { openKernelLayer, type KernelLayer } from '../kernel/open.js'
-import { EMPTY_STATE, type DesiredState } from '../kernel/types.js'
+import { EMPTY_STATE, type DesiredState, type ObservedLink, type ObservedRoute } from '../kernel/types.js'
 import { allocateInterfaceNames } from '../membership/allocation.js'
 import { systemInterfaceAddresses, type ListInterfaceAddresses } from '../membership/endpoints.js'
 import type { Identity } from '../membership/identity.js'
@@ -35,6 +35,7 @@ import { createMembershipService, type MembershipService } from '../membership/s
 import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
 import { chooseEndpoint, ENDPOINT_TRY_MS, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
 import { planMesh, type PeerLink } from '../planner/mesh.js'
+import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner/underlay-mtu.js'
 import { createPathController, type PathController } from '../paths/controller.js'
 import { createProbeService, type LinkStats, type ProbeService } from '../probe/service.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
@@ -57,7 +58,8 @@ export const DEFAULT_RESYNC_INTERVAL_MS = 30_000
 export const HANDSHAKE_FRESH_MS = 3 * 60 * 1000
 /** After a restart, links the kernel already has are not removed for this long while negotiation catches up. */
 export const ADOPTION_GRACE_MS = 15_000
-const UNDERLAY_MTU = 1500
+/** How long the underlay's routes and device MTUs are trusted before they are read again. */
+const UNDERLAY_REFRESH_MS = 30_000
 
 export interface AgentInit {
   stateDir: string
@@ -110,6 +112,7 @@ export function peerLinksFrom(
   links: ReadonlyMap<NodeId, LinkParams>,
   publicKeyOf: (peer: NodeId) => string | undefined,
   endpointFor: (peer: NodeId, candidates: Endpoint[]) => Endpoint | undefined = (_peer, candidates) => candidates[0],
+  underlayMtuFor: (address: string) => number = () => DEFAULT_UNDERLAY_MTU,
 ): PeerLink[] {
   const peers = [...links.keys()].filter((peer) => publicKeyOf(peer) !== undefined)
   const names = allocateInterfaceNames(self, peers)
@@ -134,7 +137,8 @@ export function peerLinksFrom(
       peer4: hostPart(params.addresses.peer4),
       local6: hostPart(params.addresses.local6),
       peer6: hostPart(params.addresses.peer6),
-      underlayMtu: UNDERLAY_MTU,
+      // Towards the endpoint in use, or the first candidate while WireGuard roams.
+      underlayMtu: underlayMtuFor((endpoint ?? candidates[0])?.address ?? ''),
       underlayFamily: family,
     })
   }
@@ -185,6 +189,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let probes: ProbeService | undefined
   let pathController: PathController | undefined
   let plannedLinks: PeerLink[] = []
+  let underlayView: { routes: ObservedRoute[]; links: ObservedLink[]; readAt: number } | undefined
   let monitorTimer: NodeJS.Timeout | undefined
   const endpointAttempts = new Map<NodeId, EndpointAttempt>()
 
@@ -205,6 +210,15 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   }
 
   /** Points the monitor at the current links; reads them first when one is new, so a restart never overrides a roamed endpoint. */
+  /** The main table and device MTUs, re-read at most every UNDERLAY_REFRESH_MS (mesh link MTUs follow the underlay's). */
+  const refreshUnderlay = async (signal: AbortSignal): Promise<void> => {
+    if (!kernel || (underlayView !== undefined && now() - underlayView.readAt < UNDERLAY_REFRESH_MS)) return
+    const rtnl = kernel.rtnl
+    const links = rtnl.linkList({ signal })
+    const [routes, linkList] = await Promise.all([rtnl.routeList({ signal, links, tables: (table) => table === MAIN_TABLE }), links])
+    underlayView = { routes, links: linkList, readAt: now() }
+  }
+
   const refreshMonitor = async (signal: AbortSignal): Promise<void> => {
     if (!monitor || !negotiator || !identity) return
     const links = peerLinksFrom(identity.nodeId, negotiator.links(), publicKeyOf)
@@ -218,7 +232,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     const own = service.ownRecord()
     if (own === undefined) return undefined
     const self = identity.nodeId
-    const links = peerLinksFrom(self, negotiator.links(), publicKeyOf, endpointFor)
+    const underlay = underlayView
+    const links = peerLinksFrom(self, negotiator.links(), publicKeyOf, endpointFor, (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuTowards(address, underlay.routes, underlay.links)))
     plannedLinks = links
     return planMesh({
       self: { nodeId: self, overlay4: own.overlayIpv4, overlay6: own.overlayIpv6, overlayDevice: kernel.capabilities.overlayDevice },
@@ -241,7 +256,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   const pass = async (): Promise<void> => {
     const signal = lifecycle?.signal
     if (!signal || signal.aborted) return
-    if (!idle) await refreshMonitor(signal)
+    if (!idle) {
+      await refreshUnderlay(signal).catch((error: unknown) => {
+        log.debug({ err: errorText(error) }, 'reading the underlay routes failed; assuming a 1500-byte underlay')
+      })
+      await refreshMonitor(signal)
+    }
     const desired = desiredState()
     if (desired === undefined) return
     // After a restart, keep the links the kernel already has until negotiation has caught up with them.

@@ -12,6 +12,8 @@ describe('meshd agents in namespaces', () => {
   afterAll(() => lab.destroy())
 
   it('init, token create, join: both hosts see one peer up and ping each other', async () => {
+    // h2's underlay is smaller than Ethernet (as over PPPoE): its mesh link must follow, 1400 − 60.
+    h2.ns.ip('link', 'set', 'eth0', 'mtu', '1400')
     startAgent(h1, ['init', '--name', 'lab', '--cidr', '10.73.0.0/16'])
     await waitForAgent(h1)
     const token = createToken(h1, 3)
@@ -32,6 +34,9 @@ describe('meshd agents in namespaces', () => {
     const overlay2 = s2.self.addresses[0] ?? ''
     await pollUntil(() => (pingOnce(h1, overlay2) ? true : undefined), { deadlineMs: 20_000, what: 'h1 pings h2 overlay' })
     await pollUntil(() => (pingOnce(h2, overlay1) ? true : undefined), { deadlineMs: 20_000, what: 'h2 pings h1 overlay' })
+    const mtuOf = (host: typeof h1): number[] => host.ns.ipJson<{ ifname: string; mtu: number }[]>('link', 'show').filter((l) => l.ifname.startsWith('md-') && l.ifname !== 'md-self').map((l) => l.mtu)
+    expect(mtuOf(h1)).toEqual([1440])
+    expect(mtuOf(h2)).toEqual([1340])
   })
 
   it('down on h2 removes every md- link and keeps user routes and rules', async () => {
