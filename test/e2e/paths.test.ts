@@ -42,6 +42,18 @@ describe('asymmetric forward paths through one relay', () => {
     )
     expect(aView.path.forwardSavingMs ?? 0).toBeGreaterThan(20)
 
+    // meshd ping shows both candidate paths and marks the relay in use.
+    const ping = meshd(a, ['ping', 'c', '--count', '3', '--json'].map((arg) => (arg === 'c' ? c : arg)))
+    expect(ping.status, ping.stderr).toBe(0)
+    const report = JSON.parse(ping.stdout) as { chosen: string | null; paths: { via: string | null; received: number; avgMs: number | null }[] }
+    expect(report.chosen).toBe(b)
+    const direct = report.paths.find((p) => p.via === null)
+    const viaB = report.paths.find((p) => p.via === b)
+    expect(direct?.received).toBeGreaterThan(0)
+    expect(viaB?.received).toBeGreaterThan(0)
+    expect(viaB?.avgMs ?? Infinity).toBeLessThan(direct?.avgMs ?? 0)
+    expect(meshd(a, ['ping', c, '--count', '1']).stdout).toMatch(/^\* +via \S+/m)
+
     // Best possible: forward via B (10 + 10) + return direct (15) as configured,
     // plus what each impaired leg really costs here (timers, the userspace
     // underlay, WireGuard), calibrated on A↔B: two 10 ms legs.
