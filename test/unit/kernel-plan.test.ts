@@ -97,7 +97,7 @@ describe('planOperations', () => {
       'ip route replace 100.64.9.0/24 nexthop via 169.254.1.2 dev md-w1 weight 1 nexthop via 169.254.3.2 dev md-w3 weight 1 table 7300',
       'ip addr add 100.64.0.1/32 dev lo',
       // A preferred source needs its address: after every address, as without waves.
-      'ip route replace 100.64.0.3/32 via 169.254.2.2 dev md-w2 onlink table 7300',
+      'ip route replace 100.64.0.3/32 via 169.254.2.2 dev md-w2 onlink src 100.64.0.1 table 7300',
     ])
   })
 
