@@ -20,6 +20,13 @@ const PEER = 'hSulEuR3g5gRcwHooVXCHHQLbh75QIf7Fb55A8jlFlo='
 const PEER_HEX = '852ba512e4778398117301e8a155c21c740b6e1ef94087fb15be7903c8e5165a'
 
 const dir = mkdtempSync(join(tmpdir(), 'meshd-uapi-'))
+
+/** An inotify limit no machine reaches, so a process that dies at start is not blamed on this shared host's inotify use. */
+function roomyInotifyLimit(): string {
+  const path = join(dir, 'roomy_max_user_instances')
+  if (!existsSync(path)) writeFileSync(path, '1000000\n')
+  return path
+}
 const servers: Server[] = []
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))))
@@ -62,7 +69,7 @@ async function staleSocket(name: string): Promise<void> {
 
 const options = (): { signal: AbortSignal } => ({ signal: new AbortController().signal })
 const backend = (extra: Parameters<typeof createUserspaceBackend>[0] = {}) =>
-  createUserspaceBackend({ uapiDir: dir, wireguardGoPath: '/nonexistent/wireguard-go', requestTimeoutMs: 2000, processTimeoutMs: 2000, ...extra })
+  createUserspaceBackend({ uapiDir: dir, wireguardGoPath: '/nonexistent/wireguard-go', requestTimeoutMs: 2000, processTimeoutMs: 2000, inotifyLimitPath: roomyInotifyLimit(), ...extra })
 
 const device: WireguardDevice = {
   name: 'md-set',
@@ -170,6 +177,16 @@ describe('userspace backend over a fake UAPI socket', () => {
     })
     // The stale socket was cleared before the start attempt.
     expect(existsSync(join(dir, 'md-false.sock'))).toBe(false)
+  })
+
+  it('names the inotify instance limit when wireguard-go dies at start with every instance in use', async () => {
+    // A limit this user's processes already exceed: the diagnosis must name it and how to raise it.
+    const limit = join(dir, 'max_user_instances')
+    writeFileSync(limit, '0\n')
+    await expect(backend({ wireguardGoPath: '/bin/false', inotifyLimitPath: limit }).ensureInterface('md-inotify', options())).rejects.toMatchObject({
+      errno: 'EMFILE',
+      message: expect.stringMatching(/exited \(code 1\).*fs\.inotify\.max_user_instances is 0 .*every wireguard-go needs one/) as unknown,
+    })
   })
 
   it('runs wireguard-go in the foreground with a minimal environment, output to logDir', async () => {

@@ -44,6 +44,8 @@ export interface UserspaceBackendInit {
   requestTimeoutMs?: number
   /** Deadline for a started process to open its socket, and for a stopped one to exit. */
   processTimeoutMs?: number
+  /** The inotify instance limit consulted when a process dies at start; a test can point it at a file of its own. */
+  inotifyLimitPath?: string
 }
 
 /** A process this backend spawned; `exited` settles when Node has reaped it. */
@@ -253,7 +255,7 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
       await waitFor('wireguard ensure', `${name}: wireguard-go socket`, async () => {
         if (child.done) {
           // The usual cause at scale: every wireguard-go holds an inotify instance, capped per user machine-wide.
-          const inotify = await inotifyExhaustion()
+          const inotify = await inotifyExhaustion(init.inotifyLimitPath ?? '/proc/sys/fs/inotify/max_user_instances')
           if (inotify !== undefined) throw new KernelError('wireguard ensure', 'EMFILE', `${name}: ${failure ?? 'wireguard-go exited'}; ${inotify}`)
           throw new KernelError('wireguard ensure', 'EIO', `${name}: ${failure ?? 'wireguard-go exited'}`)
         }
@@ -469,9 +471,9 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
  * whole machine (namespaces do not help). A message when this user is at the
  * cap, undefined otherwise. Reads every process's fd table: only on failure.
  */
-async function inotifyExhaustion(): Promise<string | undefined> {
+async function inotifyExhaustion(limitPath: string): Promise<string | undefined> {
   try {
-    const limit = Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim())
+    const limit = Number((await readFile(limitPath, 'utf8')).trim())
     const uid = process.getuid?.() ?? 0
     let used = 0
     for (const entry of await readdir('/proc')) {
