@@ -489,7 +489,11 @@ class Rtnetlink implements RtnetlinkPort {
   linkList(options: CallOptions): Promise<ObservedLink[]> {
     return this.#run('linkList', options, async (call) => {
       const payloads = await this.#dump(call, encodeLinkDump())
-      const names = new Map(payloads.map((p) => [peekLink(p).index, peekLink(p).name ?? '']))
+      const names = new Map<number, string>()
+      for (const payload of payloads) {
+        const { index, name } = peekLink(payload)
+        names.set(index, name ?? '')
+      }
       const ifname: IfNameOf = (index) => names.get(index) ?? `if${index}`
       return payloads.map((p) => decodeLink(p, ifname))
     })

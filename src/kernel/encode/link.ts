@@ -4,7 +4,7 @@
 import type { LinkChange } from '../port.js'
 import type { Link, ObservedLink } from '../types.js'
 import { decodeLinkInfo, encodeLinkInfo, IFLA_LINKINFO, type IfIndexOf, type IfNameOf } from './linkinfo.js'
-import { attr, attrMap, getStr, getU32, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, str, u32, type NlRequest } from './nlattr.js'
+import { attr, attrMap, findAttr, getStr, getU32, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, str, u32, type NlRequest } from './nlattr.js'
 
 export const RTM_NEWLINK = 16
 export const RTM_DELLINK = 17
@@ -71,7 +71,7 @@ export function encodeLinkDel(index: number): NlRequest {
 
 /** Index and name of an RTM_NEWLINK message, for building the index→name map before full decoding. */
 export function peekLink(payload: Buffer): { index: number; name: string | undefined } {
-  return { index: payload.readInt32LE(4), name: getStr(attrMap(payload.subarray(IFINFOMSG_SIZE)).get(IFLA_IFNAME)) }
+  return { index: payload.readInt32LE(4), name: getStr(findAttr(payload.subarray(IFINFOMSG_SIZE), IFLA_IFNAME)) }
 }
 
 /** Decodes one RTM_NEWLINK message of a dump. */

@@ -187,6 +187,18 @@ export function attrList(stream: Buffer): RawAttr[] {
   return list
 }
 
+/** The data of the first attribute of `type` in a stream, found without decoding the others (hot path: link dumps). */
+export function findAttr(stream: Buffer, type: number): Buffer | undefined {
+  let offset = 0
+  while (offset + NLA_HDRLEN <= stream.length) {
+    const length = stream.readUInt16LE(offset)
+    if (length < NLA_HDRLEN || offset + length > stream.length) return undefined
+    if ((stream.readUInt16LE(offset + 2) & NLA_TYPE_MASK) === type) return stream.subarray(offset + NLA_HDRLEN, offset + length)
+    offset += align(length)
+  }
+  return undefined
+}
+
 /** Attributes by type; a repeated type keeps its last value. */
 export function attrMap(stream: Buffer): Map<number, Buffer> {
   return new Map(attrList(stream).map((a) => [a.type, a.data]))
