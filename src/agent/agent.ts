@@ -552,7 +552,20 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
         service = createMembershipService(
           { hostname: name, wireguardPublicKey: wgKeys.publicKey, capabilities: { linkKinds: ['wireguard'], wireguardBackend: kernel.wireguard.kind }, admissions },
-          { node, identity, network, logger: components.logger, clock, interfaceAddresses: components.interfaceAddresses ?? systemInterfaceAddresses },
+          {
+            node,
+            identity,
+            network,
+            logger: components.logger,
+            clock,
+            interfaceAddresses: components.interfaceAddresses ?? systemInterfaceAddresses,
+            // Published with each record refresh, so others can rank this host as a relay.
+            linkRtts: () =>
+              [...(probes?.snapshot().links.values() ?? [])].flatMap((stats) => {
+                const peer = parseNodeId(stats.peerId)
+                return stats.alive && stats.rttMs !== undefined && peer !== undefined ? [{ peer, rttMs: stats.rttMs }] : []
+              }),
+          },
         )
         negotiator = createLinkNegotiator({ adopted: stored.links }, { node, service, identity, logger: components.logger, clock, random })
         linkStore = startLinkStore({ stateDir: init.stateDir }, { negotiator, service, logger: components.logger })
@@ -575,7 +588,17 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           },
           lifecycle.signal,
         )
-        pathController = createPathController({}, { probes, logger: components.logger, now, onPathsChanged: trigger })
+        pathController = createPathController(
+          {},
+          {
+            probes,
+            logger: components.logger,
+            now,
+            onPathsChanged: trigger,
+            // From the relay's gossiped record: so relays are ranked by both legs without probing them all.
+            reportedRttMs: (relay, destination) => service?.member(relay as NodeId)?.linkRtts.find((l) => l.peer === destination)?.rttMs,
+          },
+        )
         pathController.start(lifecycle.signal)
         await service.start({ signal })
 

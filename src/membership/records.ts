@@ -40,6 +40,10 @@ export const MAX_ADMISSION_BYTES = 512
 export const MAX_ADMISSION_DEPTH = 8
 export const MAX_ENDPOINTS = 16
 export const MAX_ROUTES = 64
+/** Link RTTs a record carries: the node's fastest links, enough to rank it as a relay (design §5). */
+export const MAX_LINK_RTTS = 64
+/** RTTs are whole milliseconds in a u16. */
+export const MAX_LINK_RTT_MS = 0xffff
 export const WIREGUARD_KEY_BYTES = 32
 
 export const HOSTNAME_FIELD: StringField = { name: 'hostname', minLength: 1, maxLength: 253, pattern: /^[A-Za-z0-9][A-Za-z0-9._-]*$/ }
@@ -98,8 +102,15 @@ export interface PeerRecord {
   readonly capabilities: Capabilities
   /** CIDRs this node routes for (subnet routes); may be empty. */
   readonly routes: readonly string[]
+  /** Measured RTTs of the node's own links, at most MAX_LINK_RTTS: what others use to pick relays to probe. */
+  readonly linkRtts: readonly LinkRtt[]
   readonly admissions: readonly Admission[]
   readonly bytes: Uint8Array
+}
+
+export interface LinkRtt {
+  readonly peer: NodeId
+  readonly rttMs: number
 }
 
 /** The node leaves on its own; signed by it. */
@@ -145,8 +156,10 @@ export function signAdmission(admitter: Signer, fields: Omit<Unsigned<Admission>
   return { kind: 'admission', ...value, bytes: seal(admitter, writeAdmission(value)) }
 }
 
-export function signPeerRecord(node: Signer, fields: Omit<Unsigned<PeerRecord>, 'nodeId'>): PeerRecord {
-  const value: Unsigned<PeerRecord> = { ...fields, nodeId: node.nodeId }
+export function signPeerRecord(node: Signer, fields: Omit<Unsigned<PeerRecord>, 'nodeId' | 'linkRtts'> & { linkRtts?: readonly LinkRtt[] }): PeerRecord {
+  // Whole milliseconds, as encoded, so the signed value and its bytes agree.
+  const linkRtts = (fields.linkRtts ?? []).map((link) => ({ peer: link.peer, rttMs: Number.isFinite(link.rttMs) ? Math.min(MAX_LINK_RTT_MS, Math.round(link.rttMs)) : link.rttMs }))
+  const value: Unsigned<PeerRecord> = { ...fields, linkRtts, nodeId: node.nodeId }
   return { kind: 'peer', ...value, bytes: seal(node, writePeerRecord(value)) }
 }
 
@@ -295,6 +308,11 @@ function writePeerRecord(value: Unsigned<PeerRecord>): Uint8Array {
   writer.u8(codeOf(WIREGUARD_BACKENDS, value.capabilities.wireguardBackend, 'WireGuard backend'))
   writeCount(writer, value.routes.length, MAX_ROUTES, 'routes')
   for (const route of value.routes) writeRoute(writer, route)
+  writeCount(writer, value.linkRtts.length, MAX_LINK_RTTS, 'link RTTs')
+  for (const link of value.linkRtts) {
+    if (!Number.isFinite(link.rttMs) || link.rttMs < 0) throw new RangeError('link RTT must be a finite number of ms ≥ 0')
+    writer.fixed(publicKeyOfNodeId(link.peer), PUBLIC_KEY_BYTES).u16(Math.min(MAX_LINK_RTT_MS, Math.round(link.rttMs)))
+  }
   writeAdmissions(writer, value.admissions)
   return writer.finish()
 }
@@ -313,8 +331,12 @@ function readPeerRecord(reader: ByteReader): Unsigned<PeerRecord> {
   if (new Set(linkKinds).size !== linkKinds.length) throw new DecodeError('duplicate link kind')
   const wireguardBackend = valueOf(WIREGUARD_BACKENDS, reader.u8(), 'WireGuard backend')
   const routes = Array.from({ length: reader.count(MAX_ROUTES, 'routes') }, () => readRoute(reader))
+  const linkRtts = Array.from({ length: reader.count(MAX_LINK_RTTS, 'link RTTs') }, (): LinkRtt => ({ peer: readNodeId(reader), rttMs: reader.u16() }))
+  const linkPeers = new Set(linkRtts.map((l) => l.peer))
+  if (linkPeers.size !== linkRtts.length) throw new DecodeError('duplicate link RTT peer')
+  if (linkPeers.has(nodeId)) throw new DecodeError('a link RTT to the node itself')
   const admissions = readAdmissions(reader)
-  return { networkId, nodeId, seq, expiresAt, hostname, overlayIpv4, overlayIpv6, wireguardPublicKey, endpoints, capabilities: { linkKinds, wireguardBackend }, routes, admissions }
+  return { networkId, nodeId, seq, expiresAt, hostname, overlayIpv4, overlayIpv6, wireguardPublicKey, endpoints, capabilities: { linkKinds, wireguardBackend }, routes, linkRtts, admissions }
 }
 
 function writeLeave(value: Unsigned<Leave>): Uint8Array {

@@ -31,7 +31,7 @@ import {
   type RecordStoreState,
   type RejectReason,
 } from './record-store.js'
-import { nextSequence, signEviction, signLeave, signPeerRecord, type Admission, type Capabilities, type PeerRecord } from './records.js'
+import { MAX_LINK_RTTS, nextSequence, signEviction, signLeave, signPeerRecord, type Admission, type Capabilities, type LinkRtt, type PeerRecord } from './records.js'
 import { SYNC_PROTOCOL, exchangeRecords } from './sync-protocol.js'
 import { parseToken } from './token.js'
 
@@ -71,6 +71,8 @@ export interface MembershipServiceComponents {
   logger: Logger
   clock: Clock
   interfaceAddresses: ListInterfaceAddresses
+  /** This node's measured link RTTs, published in its record (the fastest MAX_LINK_RTTS) so others can pick relays. */
+  linkRtts?: () => readonly LinkRtt[]
 }
 
 export type DownReason = 'leave' | 'evicted' | 'expired'
@@ -311,6 +313,7 @@ export function createMembershipService(init: MembershipServiceInit, components:
       endpoints,
       capabilities: init.capabilities,
       routes: [...(init.routes ?? [])],
+      linkRtts: [...(components.linkRtts?.() ?? [])].filter((l) => l.peer !== identity.nodeId).sort((a, b) => a.rttMs - b.rttMs).slice(0, MAX_LINK_RTTS),
       admissions: [...admissions],
     })
   }

@@ -39,6 +39,8 @@ export interface PathControllerDeps {
   now: () => number
   /** Called after any destination's path changed; the agent re-plans. */
   onPathsChanged: () => void
+  /** The RTT a member reports (gossiped in its record) for its own link to a destination. */
+  reportedRttMs?: (relay: string, destination: string) => number | undefined
 }
 
 export interface PathController {
@@ -80,7 +82,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     const linkRttMs = new Map<string, number>()
     for (const [peer, stats] of snapshot.links) if (stats.alive && stats.rttMs !== undefined) linkRttMs.set(peer, stats.rttMs)
     const current = new Map([...states].map(([destination, state]) => [destination, state.via]))
-    const candidates = chooseRelayCandidates({ destinations, linkRttMs, current, maxPerDestination: maxRelays })
+    const candidates = chooseRelayCandidates({ destinations, linkRttMs, current, maxPerDestination: maxRelays, ...(deps.reportedRttMs ? { reportedRttMs: deps.reportedRttMs } : {}) })
     // Only when the set changes: the prober keeps its per-relay history across calls.
     const key = JSON.stringify([...candidates].map(([d, relays]) => [d, [...relays].sort()]))
     if (key === lastRelayKey) return

@@ -67,6 +67,7 @@ export function peerRecord(
     ],
     capabilities: { linkKinds: ['wireguard', 'gretap'], wireguardBackend: 'userspace' },
     routes: ['192.168.10.0/24'],
+    linkRtts: [{ peer: seededSigner(77).nodeId, rttMs: 12.4 }],
     admissions,
     ...overrides,
   })

@@ -14,6 +14,7 @@ import { NOW, countingRandom, labNetwork, peerRecord, prng, seededSigner } from 
 
 const founder = seededSigner(1)
 const alice = seededSigner(2)
+const carol = seededSigner(4)
 const network = labNetwork(founder)
 const INVITE = '000102030405060708090a0b0c0d0e0f' as InviteId
 const aliceChain = [signAdmission(founder, { networkId: network.id, joiner: alice.nodeId, inviteId: INVITE, issuedAt: NOW, expiresAt: null })]
@@ -156,6 +157,9 @@ describe('record decoder fuzz', () => {
     const cases: Record<string, Partial<RecordKnobs>> = {
       '17 endpoints': { endpoints: 17 },
       '65 routes': { routes: 65 },
+      '65 link RTTs': { linkRttPeers: Array.from({ length: 65 }, (_, i) => seededSigner(100 + i).publicKey) },
+      'a link RTT listed twice': { linkRttPeers: [carol.publicKey, carol.publicKey] },
+      'a link RTT to the node itself': { linkRttPeers: [alice.publicKey] },
       '9 admissions': { admissions: 9 },
       'a 254-character hostname': { hostname: 'h'.repeat(254) },
       'a hostname with a newline': { hostname: 'a\nb' },
@@ -229,6 +233,8 @@ interface RecordKnobs {
   routes: number
   routePrefix: number
   admissions: number
+  /** Public keys of the link RTT entries (u16 ms each). */
+  linkRttPeers: Uint8Array[]
   trailing: boolean
   padHostnames: boolean
 }
@@ -237,7 +243,7 @@ interface RecordKnobs {
 function craftRecord(node: Signer, knobs: Partial<RecordKnobs>): Uint8Array {
   const k: RecordKnobs = {
     version: 1, seqHigh: 0, hostname: 'host', endpoints: 1, family: 4, port: 51820, source: 0, linkKinds: [0], backend: 0,
-    routes: 1, routePrefix: 24, admissions: 1, trailing: false, padHostnames: false, ...knobs,
+    routes: 1, routePrefix: 24, admissions: 1, linkRttPeers: [carol.publicKey], trailing: false, padHostnames: false, ...knobs,
   }
   const w = new ByteWriter().u8(ObjectKind.peerRecord).u8(k.version).fixed(fromHex(network.id, 16) ?? new Uint8Array(16), 16).fixed(node.publicKey, 32)
   if (k.seqHigh !== 0) w.u16(k.seqHigh >>> 16).u16(k.seqHigh & 0xffff).u16(0).u16(0)
@@ -251,6 +257,8 @@ function craftRecord(node: Signer, knobs: Partial<RecordKnobs>): Uint8Array {
   for (const kind of k.linkKinds) w.u8(kind)
   w.u8(k.backend).u8(k.routes)
   for (let i = 0; i < k.routes; i++) w.u8(4).fixed(Uint8Array.of(10, 20, i, 0), 4).u8(k.routePrefix)
+  w.u8(k.linkRttPeers.length)
+  for (const peer of k.linkRttPeers) w.fixed(peer, 32).u16(12)
   w.u8(k.admissions)
   for (let i = 0; i < k.admissions; i++) w.bytes16(validAdmission, 512)
   if (k.padHostnames) for (let i = 0; i < 40; i++) w.bytes16(validAdmission, 512) // pushes the record past MAX_RECORD_BYTES

@@ -58,6 +58,20 @@ describe('path controller', () => {
     abort.abort()
   })
 
+  it("ranks relays by both legs, the second from the relay's gossiped link RTTs", () => {
+    const probes = fakeProbes()
+    const reported = new Map([['d:x', 1], ['b:x', 90]])
+    const controller = createPathController(
+      { maxRelaysPerDestination: 1 },
+      { probes: probes.source, logger: createLogger({ level: 'silent' }), now: () => 0, onPathsChanged: () => undefined, reportedRttMs: (relay, destination) => reported.get(`${relay}:${destination}`) },
+    )
+    controller.setTopology([], ['x'])
+    for (const [peer, rtt] of [['b', 5], ['d', 20], ['x', 50]] as const) probes.state.snapshot.links.set(peer, link(peer, rtt))
+    controller.evaluate()
+    // b is nearer (5 vs 20 ms) but reports 90 ms to x; d reports 1 ms: d is the one to probe.
+    expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['d'])
+  })
+
   it('forgets destinations that left', () => {
     const probes = fakeProbes()
     const controller = createPathController({}, { probes: probes.source, logger: createLogger({ level: 'silent' }), now: () => 0, onPathsChanged: () => undefined })
