@@ -31,6 +31,7 @@ import type { Identity } from './identity.js'
 import { parseNodeId, type NodeId } from './keys.js'
 import { derivePnetKey, formatPnetKey, type Network, type NetworkId } from './network.js'
 import { MAX_RECORD_BYTES } from './records.js'
+import { takeToken, type Rate, type TokenBucket } from '../net/rate-limit.js'
 
 /** All interfaces, TCP 7373: one fixed port, so firewalls can allow it (docs/security.md). */
 export const DEFAULT_LISTEN_ADDRESSES: readonly string[] = ['/ip4/0.0.0.0/tcp/7373']
@@ -66,7 +67,12 @@ export interface MembershipNodeInit {
   inboundConnectionsPerSecond?: number
   /** Most connections held at once; libp2p's default is 300. */
   maxConnections?: number
+  /** Inbound protocol streams accepted per (protocol, remote peer); default DEFAULT_INBOUND_STREAM_RATE. */
+  inboundStreamRate?: Rate
 }
+
+/** Joins, syncs and link negotiations take a handful of streams; 10/s with a burst of 20 leaves room for restarts and heals. */
+export const DEFAULT_INBOUND_STREAM_RATE: Rate = { perSecond: 10, burst: 20 }
 
 export interface MembershipNodeComponents {
   identity: Identity
@@ -121,6 +127,8 @@ export interface MembershipNode {
   onPeerConnected(protocol: string, listener: (nodeId: NodeId) => void): void
   /** Gossipsub RPC bytes since start (the membership gossip load of this node). */
   gossipTraffic(): GossipTraffic
+  /** Inbound protocol streams refused by the per-peer rate limit since start. */
+  rateLimitedStreams(): number
 }
 
 type Services = {
@@ -150,6 +158,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
   /** Topologies already given to libp2p (it keeps them across stop/start; handlers are re-registered with force). */
   const registeredTopologies = new Set<{ protocol: string; listener: (nodeId: NodeId) => void }>()
   const traffic = { sentBytes: 0, receivedBytes: 0 }
+  let rateLimited = 0
   let validator: GossipValidator | undefined
   let libp2p: Libp2p<Services> | undefined
   let starting: Promise<void> | undefined
@@ -160,6 +169,18 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     return libp2p
   }
 
+  /** Inbound streams per (protocol, remote peer): a member cannot keep us busy with joins, syncs or negotiations. */
+  const streamBuckets = new Map<string, TokenBucket>()
+  const streamRate: Rate = init.inboundStreamRate ?? DEFAULT_INBOUND_STREAM_RATE
+  const allowStream = (protocol: string, remote: NodeId): boolean => {
+    const key = `${protocol} ${remote}`
+    const step = takeToken(streamBuckets.get(key), components.clock.now(), streamRate)
+    streamBuckets.set(key, step.bucket)
+    // Forget idle buckets now and then so the map does not grow with every peer ever seen.
+    if (streamBuckets.size > 4096) for (const [k, b] of streamBuckets) if (components.clock.now() - b.updatedAt > 60_000) streamBuckets.delete(k)
+    return step.allowed
+  }
+
   const registerHandler = async (node: Libp2p<Services>, protocol: string, handler: ProtocolHandler): Promise<void> => {
     await node.handle(
       protocol,
@@ -167,6 +188,12 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         const remote = parseNodeId(connection.remotePeer.toString())
         if (remote === undefined) {
           stream.abort(new Error('not an Ed25519 node id'))
+          return
+        }
+        if (!allowStream(protocol, remote)) {
+          rateLimited++
+          log.debug({ protocol, remote }, 'inbound stream refused: rate limit')
+          stream.abort(new Error('rate limited'))
           return
         }
         try {
@@ -366,6 +393,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     gossipTraffic() {
       return { ...traffic }
     },
+    rateLimitedStreams: () => rateLimited,
   }
 }
 

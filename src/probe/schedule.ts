@@ -68,16 +68,4 @@ export function returnLegFor(directAlive: boolean | undefined): ReturnLeg {
   return directAlive === true ? 'direct' : 'relay'
 }
 
-export interface TokenBucket {
-  tokens: number
-  updatedAt: number
-}
-
-/** Token bucket: refill by elapsed time, then take one token if there is one. */
-export function takeToken(bucket: TokenBucket | undefined, now: number, rate: { perSecond: number; burst: number }): { bucket: TokenBucket; allowed: boolean } {
-  const previous = bucket ?? { tokens: rate.burst, updatedAt: now }
-  const elapsedMs = Math.max(0, now - previous.updatedAt)
-  const tokens = Math.min(rate.burst, previous.tokens + (elapsedMs * rate.perSecond) / 1000)
-  if (tokens < 1) return { bucket: { tokens, updatedAt: now }, allowed: false }
-  return { bucket: { tokens: tokens - 1, updatedAt: now }, allowed: true }
-}
+export { takeToken, type TokenBucket } from '../net/rate-limit.js'

@@ -307,3 +307,43 @@ describe('lifecycle and relay', () => {
     }
   })
 })
+
+describe('inbound stream rate limit', () => {
+  it('refuses a peer that opens streams faster than the limit, and serves it again once the bucket refills', async () => {
+    const founder = await nextIdentity()
+    const other = await nextIdentity()
+    const network = createTestNetwork(founder)
+    const options = { listen: LOOPBACK_LISTEN, inboundConnectionsPerSecond: 1000, relay: { server: false }, inboundStreamRate: { perSecond: 2, burst: 5 } }
+    const server = createMembershipNode(options, { identity: founder, network, logger: testLogger(), clock })
+    const client = createMembershipNode(options, { identity: other, network, logger: testLogger(), clock })
+    const signal = AbortSignal.timeout(30_000)
+    const protocol = '/meshd/test-echo/1.0.0'
+    let served = 0
+    server.handle(protocol, (stream) => {
+      served++
+      stream.abort(new Error('done'))
+    })
+    await server.start({ signal })
+    await client.start({ signal })
+    try {
+      await client.dial(server.listenAddresses()[0] ?? '', { signal })
+      // 20 streams at once against a burst of 5: most are refused before the handler runs.
+      await Promise.all(Array.from({ length: 20 }, () => client.openStream(server.nodeId, protocol, { signal }).catch(() => undefined)))
+      await pollUntil(() => (served + server.rateLimitedStreams() >= 20 ? true : undefined), { deadlineMs: 10_000, what: 'all 20 streams handled or refused' })
+      expect(served).toBeLessThanOrEqual(6)
+      expect(server.rateLimitedStreams()).toBeGreaterThanOrEqual(14)
+      // The bucket refills at 2/s: a later stream is served again.
+      const servedInBurst = served
+      await pollUntil(
+        async () => {
+          await client.openStream(server.nodeId, protocol, { signal }).catch(() => undefined)
+          return served > servedInBurst ? true : undefined
+        },
+        { deadlineMs: 10_000, intervalMs: 600, what: 'a stream served after the refill' },
+      )
+    } finally {
+      await client.stop({ signal }).catch(() => undefined)
+      await server.stop({ signal }).catch(() => undefined)
+    }
+  })
+})
