@@ -288,9 +288,10 @@ it('paths: probe traffic, path changes under jitter, path quality and failover g
     }
     const jitterRate = perPairPerMinute(jitterChanges, jitterMinutes)
     const quietRate = perPairPerMinute(quietChanges, quietMinutes)
+    const worstRate = Math.max(...jitterChanges.values()) / jitterMinutes
     recordBenchmark({
       name: 'paths-changes-under-jitter',
-      figure: `${jitterRate.toFixed(3)} changes per pair per minute (${(jitterRate * 60).toFixed(1)}/h; target ≤ 1/min ${jitterRate <= 1 ? 'met' : 'missed'})`,
+      figure: `${jitterRate.toFixed(3)} changes per pair per minute (${(jitterRate * 60).toFixed(1)}/h), worst pair ${worstRate.toFixed(2)}/min (target ≤ 1 per pair per minute ${worstRate <= 1 ? 'met' : jitterRate <= 1 ? 'met on average, missed by the worst pair' : 'missed'}); no-jitter baseline ${quietRate.toFixed(3)}/min`,
       detail: `legs a↔c 20 ms, a–b and b–c 10 ms each way (a→c direct ties a→b→c), ±${JITTER_MS} ms uniform jitter on every leg, every pair carrying a ping stream: ${total(jitterChanges)} changes over ${PAIRS.length} host/destination pairs in ${jitterMinutes.toFixed(2)} min (counted from the moment jitter was applied; worst ${worst(jitterChanges)}; per pair ${[...jitterChanges].map(([p, n]) => `${p} ${n}`).join(', ')}); baseline without jitter in the same run: ${total(quietChanges)} in ${quietMinutes.toFixed(2)} min (${quietRate.toFixed(3)}/pair/min); ping RTT medians under jitter a→b ${streamRtts[0]} b→c ${streamRtts[1]} c→a ${streamRtts[2]} ms; probe traffic under jitter ${jitterTraffic.perPeerTx.toFixed(0)} B/s sent per node per peer (${(jitterTraffic.perPeerTx / activeModel).toFixed(2)}x the active model); load ${load()}`,
     })
 
