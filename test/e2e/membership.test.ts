@@ -322,6 +322,7 @@ describe('inbound stream rate limit', () => {
     server.handle(protocol, (stream) => {
       served++
       stream.abort(new Error('done'))
+      return Promise.resolve()
     })
     await server.start({ signal })
     await client.start({ signal })
