@@ -16,7 +16,8 @@ import { awaitInotifyHeadroom } from './support/kernel-mesh.js'
 //   each joiner, until it has had a ping reply from every member's overlay
 //   address, counted from its first log line ("membership node started":
 //   Node up, modules loaded, state read, kernel layer open, libp2p
-//   listening — process start, which the target excludes). Spawn-to-reply
+//   listening — process start, which the target excludes); pings every
+//   50 ms per member, so a lost echo costs 50 ms. Spawn-to-reply
 //   and that minus `meshd version` are in the detail. Baseline, same run:
 //   one plain wireguard-go tunnel between two namespaces brought up by hand
 //   (start wireguard-go on both ends, `wg set`, addresses, up) until the first
@@ -47,12 +48,29 @@ const median = (values: readonly number[]): number => {
 }
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** One ping with a 1 s wait, without blocking the event loop. */
-function pingAsync(ns: string, address: string): Promise<boolean> {
+/**
+ * A ping stream (every 50 ms) until its first reply; resolves with the time of that reply, or undefined
+ * when ping exits first (no route yet: it fails at once) or after `timeoutMs`. A lost echo costs 50 ms,
+ * not a one-shot ping's 1 s wait.
+ */
+function firstReply(ns: string, address: string, timeoutMs: number): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-c1', '-W1', '-q', address], { stdio: 'ignore' })
-    child.once('exit', (code) => {
-      resolve(code === 0)
+    const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.05', '-w', String(Math.max(1, Math.ceil(timeoutMs / 1000))), address], { stdio: ['ignore', 'pipe', 'ignore'] })
+    let done = false
+    const finish = (at: number | undefined): void => {
+      if (done) return
+      done = true
+      child.kill('SIGKILL')
+      resolve(at)
+    }
+    let text = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      const at = performance.now()
+      text += chunk.toString('utf8')
+      if (text.includes(' bytes from ')) finish(at)
+    })
+    child.once('exit', () => {
+      finish(undefined)
     })
   })
 }
@@ -63,7 +81,8 @@ async function firstReplies(ns: string, addresses: readonly string[], deadlineMs
   return Promise.all(
     addresses.map(async (address) => {
       while (performance.now() < deadline) {
-        if (await pingAsync(ns, address)) return performance.now()
+        const at = await firstReply(ns, address, deadline - performance.now())
+        if (at !== undefined) return at
         await delay(20)
       }
       throw new Error(`no ping reply from ${address} within ${deadlineMs} ms`)
