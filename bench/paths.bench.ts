@@ -147,7 +147,7 @@ function probeRate(
   return { perPeerTx: avg(tx), perPeerRx: avg(rx), byHost: HOSTS.map((h, i) => `${h} ${(tx[i] ?? 0).toFixed(0)}/${(rx[i] ?? 0).toFixed(0)}`).join(', ') }
 }
 
-/** Polls until `expected` holds and no host has logged a path change for QUIET_MS: start-up and phase transitions are over. */
+/** Polls until `expected` has held, and no host has logged a path change, for QUIET_MS: start-up and phase transitions are over. */
 async function settle(lab: PathLab, expected: () => boolean, what: string): Promise<number> {
   const start = performance.now()
   let last = JSON.stringify([...countChanges(lab)])
@@ -155,11 +155,13 @@ async function settle(lab: PathLab, expected: () => boolean, what: string): Prom
   await pollUntil(
     () => {
       const now = JSON.stringify([...countChanges(lab)])
-      if (now !== last) {
+      // A log line can arrive after status already shows its change: the expected paths must also have held throughout.
+      const holds = expected()
+      if (now !== last || !holds) {
         last = now
         lastChangeAt = performance.now()
       }
-      return expected() && performance.now() - lastChangeAt >= QUIET_MS ? true : undefined
+      return holds && performance.now() - lastChangeAt >= QUIET_MS ? true : undefined
     },
     { deadlineMs: 120_000, intervalMs: 500, what },
   )
