@@ -39,7 +39,7 @@ import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner
 import { createPathController, type PathController } from '../paths/controller.js'
 import { createProbeService, type LinkStats, type ProbeService } from '../probe/service.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
-import { loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
+import { bootstrapAddressesOf, loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
 import {
   loadAdmissions,
   loadIdentity,
@@ -58,6 +58,8 @@ export const DEFAULT_RESYNC_INTERVAL_MS = 30_000
 export const HANDSHAKE_FRESH_MS = 3 * 60 * 1000
 /** After a restart, links the kernel already has are not removed for this long while negotiation catches up. */
 export const ADOPTION_GRACE_MS = 15_000
+/** How often an agent with no libp2p connection dials its known addresses again. */
+export const RECONNECT_INTERVAL_MS = 5_000
 /** How long the underlay's routes and device MTUs are trusted before they are read again. */
 const UNDERLAY_REFRESH_MS = 30_000
 
@@ -179,6 +181,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let control: ControlServer | undefined
   let drift: DriftRepair | undefined
   let resyncTimer: NodeJS.Timeout | undefined
+  let reconnectTimer: NodeJS.Timeout | undefined
+  let reconnecting = false
   let graceTimer: NodeJS.Timeout | undefined
   /** `meshd down`: the kernel holds nothing of meshd until `meshd up`. */
   let idle = false
@@ -316,6 +320,35 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   }
   const trigger = (): void => {
     void schedule()
+  }
+
+  // ── Staying connected ──────────────────────────────────────────────────────
+
+  /**
+   * With no libp2p connection at all, dial the token's and stored bootstrap
+   * addresses and the members' known addresses until one answers. A joiner
+   * whose first connection dropped before its membership service started (a
+   * slow host) would otherwise stay alone for good; a connection brings a sync
+   * both ways.
+   */
+  const reconnect = async (startBootstrap: readonly string[], signal: AbortSignal | undefined): Promise<void> => {
+    if (!node || !service || !signal || signal.aborted || reconnecting || node.connectedPeers().length > 0) return
+    reconnecting = true
+    try {
+      const addresses = [...new Set([...startBootstrap, ...bootstrapAddressesOf(service.peers())])]
+      for (const address of addresses) {
+        if (signal.aborted || node.connectedPeers().length > 0) return
+        try {
+          await node.dial(address, { signal: AbortSignal.any([signal, AbortSignal.timeout(RECONNECT_INTERVAL_MS)]) })
+          log.info({ address }, 'reconnected to the mesh')
+          return
+        } catch (error) {
+          log.debug({ address, err: errorText(error) }, 'reconnect dial failed')
+        }
+      }
+    } finally {
+      reconnecting = false
+    }
   }
 
   // ── Link monitor: handshakes and traffic, polled ──────────────────────────
@@ -617,6 +650,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           lifecycle.signal,
         )
         resyncTimer = setInterval(trigger, init.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS)
+        reconnectTimer = setInterval(() => void reconnect(bootstrap, lifecycle?.signal), RECONNECT_INTERVAL_MS)
         scheduleMonitor(lifecycle.signal)
         if (adoptUntil > 0) graceTimer = setTimeout(trigger, ADOPTION_GRACE_MS + 100)
         log.info({ node: identity.nodeId, network: network.name, overlay: service.ownRecord()?.overlayIpv4, wireguard: kernel.wireguard.kind }, 'agent started')
@@ -637,6 +671,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       stopping = (async () => {
         const signal = AbortSignal.timeout(10_000)
         if (resyncTimer) clearInterval(resyncTimer)
+        if (reconnectTimer) clearInterval(reconnectTimer)
         if (monitorTimer) clearTimeout(monitorTimer)
         if (graceTimer) clearTimeout(graceTimer)
         drift?.stop()
