@@ -69,11 +69,13 @@ function pushOutcome(outcomes: readonly boolean[], answered: boolean): boolean[]
 
 /**
  * A reply arrived before its probe timed out. One reply makes a path alive.
- * The first reply ever also clears the misses before it: those were the link
- * coming up, not loss on a working path.
+ * The first reply ever, and the first after the path was dead, also clear the
+ * misses before them: those were the link coming up or an outage, not loss on
+ * a working path (an outage would otherwise read as loss, at the idle probe
+ * rate, for up to 20 probes after the path is back).
  */
 export function recordReply(estimator: Estimator, rttMs: number, at: number): Step {
-  const outcomes = estimator.lastReplyAt === undefined ? [true] : pushOutcome(estimator.outcomes, true)
+  const outcomes = estimator.lastReplyAt === undefined || !estimator.alive ? [true] : pushOutcome(estimator.outcomes, true)
   const next: Estimator = { ...withSample(estimator, rttMs), alive: true, outcomes, consecutiveMisses: 0, lastReplyAt: at }
   return { estimator: next, transition: estimator.alive ? undefined : 'alive' }
 }

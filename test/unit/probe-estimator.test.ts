@@ -81,7 +81,9 @@ describe('probe estimator', () => {
     { name: 'one of four lost', events: [1, 'miss', 1, 1], loss: 25, samples: 4 },
     { name: 'a late reply is not counted twice', events: [1, 'miss', { late: 1 }, 1], loss: 100 / 3, samples: 3 },
     { name: 'misses before the first reply ever are the link coming up, not loss', events: ['miss', 'miss', 'miss', 1, 1], loss: 0, samples: 2 },
-    { name: 'the window slides', events: [1, ...Array<Event>(LOSS_WINDOW).fill('miss'), ...Array<Event>(LOSS_WINDOW / 2).fill(1)], loss: 50, samples: LOSS_WINDOW },
+    { name: 'an outage (dead, then alive again) is not loss afterwards', events: [1, 1, 'miss', 'miss', 'miss', 'miss', 1, 1], loss: 0, samples: 2 },
+    { name: 'misses that do not kill the path stay loss', events: [1, 'miss', 'miss', 1], loss: 50, samples: 4 },
+    { name: 'the window slides', events: [1, ...Array.from({ length: LOSS_WINDOW / 2 }, (): Event[] => ['miss', 1]).flat(), ...Array<Event>(LOSS_WINDOW / 2).fill(1)], loss: 25, samples: LOSS_WINDOW },
   ] as { name: string; events: Event[]; loss: number; samples: number }[])('loss: $name', ({ events, loss, samples }) => {
     const { estimator } = run(events)
     expect(lossPct(estimator)).toBeCloseTo(loss, 9)
