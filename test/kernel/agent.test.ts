@@ -73,7 +73,7 @@ put statusA "$(status_or_null A)"
 put statusB "$(status_or_null B)"
 put wireguardGo "$(pgrep -c wireguard-go || true)"
 wgA=$(ip -n A -j link show | grep -o '"ifname":"md-[a-z0-9]*"' | grep -v md-self | head -1 | cut -d'"' -f4)
-put wgPeersA "$(wg show "$wgA" peers 2>/dev/null | wc -l)"
+put wgPeersA "$(ip netns exec A wg show "$wgA" peers 2>/dev/null | wc -l)"
 put before "$(dump B)"
 
 # The user's route and rule, then down in B.
