@@ -99,23 +99,33 @@ export function peerState(hasLink: boolean, lastHandshakeMs: number | undefined,
   return 'connecting'
 }
 
-/** The endpoint candidates of a negotiated link, in the order to try them. */
-export function endpointCandidates(params: LinkParams): Endpoint[] {
-  return params.peerEndpoints.map((candidate) => ({ address: candidate.address, port: params.peerListenPort }))
+/**
+ * The endpoint candidates of a link, in the order to try them: those offered
+ * in the negotiation, then any further address in the peer's current record
+ * (an offer made while the peer's record was still empty would otherwise
+ * leave the link with nowhere to send). Ports are the peer's listen port for
+ * this link.
+ */
+export function endpointCandidates(params: LinkParams, recordAddresses: readonly string[] = []): Endpoint[] {
+  const addresses = [...new Set([...params.peerEndpoints.map((candidate) => candidate.address), ...recordAddresses])]
+  return addresses.map((address) => ({ address, port: params.peerListenPort }))
 }
 
-/**
- * The PeerLinks the planner needs, from negotiated link parameters and the
- * members' records. `endpointFor` picks the endpoint (undefined: leave it to
- * WireGuard's roaming); by default the first candidate.
- */
-export function peerLinksFrom(
-  self: NodeId,
-  links: ReadonlyMap<NodeId, LinkParams>,
-  publicKeyOf: (peer: NodeId) => string | undefined,
-  endpointFor: (peer: NodeId, candidates: Endpoint[]) => Endpoint | undefined = (_peer, candidates) => candidates[0],
-  underlayMtuFor: (address: string) => number = () => DEFAULT_UNDERLAY_MTU,
-): PeerLink[] {
+export interface PeerLinkSources {
+  /** The peer's WireGuard key, from its record; a link without one is skipped. */
+  publicKeyOf: (peer: NodeId) => string | undefined
+  /** The endpoint addresses in the peer's current record. */
+  recordAddressesOf?: (peer: NodeId) => readonly string[]
+  /** Picks the endpoint (undefined: leave it to WireGuard's roaming); by default the first candidate. */
+  endpointFor?: (peer: NodeId, candidates: Endpoint[]) => Endpoint | undefined
+  underlayMtuFor?: (address: string) => number
+}
+
+/** The PeerLinks the planner needs, from negotiated link parameters and the members' records. */
+export function peerLinksFrom(self: NodeId, links: ReadonlyMap<NodeId, LinkParams>, sources: PeerLinkSources): PeerLink[] {
+  const { publicKeyOf } = sources
+  const endpointFor = sources.endpointFor ?? ((_peer: NodeId, candidates: Endpoint[]) => candidates[0])
+  const underlayMtuFor = sources.underlayMtuFor ?? (() => DEFAULT_UNDERLAY_MTU)
   const peers = [...links.keys()].filter((peer) => publicKeyOf(peer) !== undefined)
   const names = allocateInterfaceNames(self, peers)
   const result: PeerLink[] = []
@@ -124,7 +134,7 @@ export function peerLinksFrom(
     const ifname = names.get(peer)
     const peerPublicKey = publicKeyOf(peer)
     if (params === undefined || ifname === undefined || peerPublicKey === undefined) continue
-    const candidates = endpointCandidates(params)
+    const candidates = endpointCandidates(params, sources.recordAddressesOf?.(peer))
     const endpoint = endpointFor(peer, candidates)
     const family = (endpoint ?? candidates[0])?.address.includes(':') === true ? 6 : 4
     result.push({
@@ -225,7 +235,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
   const refreshMonitor = async (signal: AbortSignal): Promise<void> => {
     if (!monitor || !negotiator || !identity) return
-    const links = peerLinksFrom(identity.nodeId, negotiator.links(), publicKeyOf)
+    const links = peerLinksFrom(identity.nodeId, negotiator.links(), { publicKeyOf })
     monitor.setLinks(links.map((l) => ({ peerId: l.peerId, ifname: l.ifname, peerPublicKey: l.peerPublicKey })))
     if (links.some((l) => monitor?.get(l.peerId) === undefined)) await monitor.poll({ signal })
   }
@@ -237,7 +247,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     if (own === undefined) return undefined
     const self = identity.nodeId
     const underlay = underlayView
-    const links = peerLinksFrom(self, negotiator.links(), publicKeyOf, endpointFor, (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuTowards(address, underlay.routes, underlay.links)))
+    const links = peerLinksFrom(self, negotiator.links(), {
+      publicKeyOf,
+      recordAddressesOf: (peer) => service?.member(peer)?.endpoints.map((e) => e.address) ?? [],
+      endpointFor,
+      underlayMtuFor: (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuTowards(address, underlay.routes, underlay.links)),
+    })
     plannedLinks = links
     return planMesh({
       self: { nodeId: self, overlay4: own.overlayIpv4, overlay6: own.overlayIpv6, overlayDevice: kernel.capabilities.overlayDevice },

@@ -190,7 +190,7 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
     links.set(params.peer, params)
     counters.increment('link.negotiated')
     log.info(
-      { peer: params.peer, localPort: params.localListenPort, peerPort: params.peerListenPort, local4: params.addresses.local4, peer4: params.addresses.peer4 },
+      { peer: params.peer, localPort: params.localListenPort, peerPort: params.peerListenPort, local4: params.addresses.local4, peer4: params.addresses.peer4, peerEndpoints: params.peerEndpoints.length },
       'link negotiated',
     )
     try {
