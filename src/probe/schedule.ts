@@ -5,8 +5,13 @@
 import type { TimeoutBounds } from './estimator.js'
 import type { ReturnLeg } from './types.js'
 
-/** Direct probes on a link carrying traffic: every 250–300 ms, so 3 misses are noticed within about 1 s. */
-export const ACTIVE_INTERVAL_MS = { min: 250, max: 300 } as const
+/**
+ * Direct probes on a link carrying traffic: every 200–220 ms, so 3 misses
+ * (the third timing out after the 200 ms floor) are noticed within 0.86 s of
+ * the last reply, and a failover's gap — detection plus the new path's round
+ * trip — stays under 1 s.
+ */
+export const ACTIVE_INTERVAL_MS = { min: 200, max: 220 } as const
 /** Direct probes on an idle link: every 1–2 s. */
 export const IDLE_INTERVAL_MS = { min: 1000, max: 2000 } as const
 /**
@@ -24,7 +29,7 @@ export const RELAY_ACTIVE_INTERVAL_MS = { min: 1000, max: 1200 } as const
 export const RELAY_IN_USE_INTERVAL_MS = ACTIVE_INTERVAL_MS
 export const RELAY_IDLE_INTERVAL_MS = { min: 4500, max: 5500 } as const
 
-export const DIRECT_TIMEOUT: TimeoutBounds = { minMs: 250, maxMs: 1500, initialMs: 1000 }
+export const DIRECT_TIMEOUT: TimeoutBounds = { minMs: 200, maxMs: 1500, initialMs: 1000 }
 export const RELAY_TIMEOUT: TimeoutBounds = { minMs: 400, maxMs: 2500, initialMs: 1500 }
 
 /** A lost probe's entry is kept this long so a late reply is recognised and not counted twice. */

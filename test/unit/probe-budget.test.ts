@@ -22,7 +22,7 @@ describe('probe budget', () => {
 
   it.each([
     { active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 43_006 },
-    { active: true, relays: 3, directPerPeer: 785.5, relayPerPeer: 1320, perNode: 208_440 },
+    { active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 1320, perNode: 232_509 },
   ])('the figures in docs/paths.md: active=$active, $relays relays per destination, 100 nodes', ({ active, relays, directPerPeer, relayPerPeer, perNode }) => {
     const budget = probeBudget({ peers: 99, relaysPerDestination: relays, active })
     expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)

@@ -105,7 +105,7 @@ describe('probe estimator', () => {
 
   it.each([
     { name: 'initial', events: [], timeout: 1000 },
-    { name: 'floor', events: [10, 10], timeout: 250 },
+    { name: 'floor', events: [10, 10], timeout: 200 },
     { name: '2·srtt + 4·jitter', events: [100, 140], timeout: 2 * 120 + 4 * 40 },
     { name: 'ceiling', events: [900], timeout: 1500 },
   ] as { name: string; events: Event[]; timeout: number }[])('probe timeout: $name', ({ events, timeout }) => {
@@ -115,8 +115,8 @@ describe('probe estimator', () => {
 
 describe('probe schedule', () => {
   it.each([
-    [true, 0, 250],
-    [true, 0.999999, 300],
+    [true, 0, 200],
+    [true, 0.999999, 220],
     [false, 0, 1000],
     [false, 0.5, 1500],
   ] as const)('active=%s random=%s → about %i ms', (active, random, ms) => {
@@ -124,7 +124,7 @@ describe('probe schedule', () => {
   })
 
   it.each([
-    [{ destinationActive: true, directAlive: true, inUse: true }, 250],
+    [{ destinationActive: true, directAlive: true, inUse: true }, 200],
     [{ destinationActive: true, directAlive: true, inUse: false }, 1000],
     [{ destinationActive: false, directAlive: true, inUse: true }, 4500],
     [{ destinationActive: false, directAlive: false }, 1000],
@@ -132,8 +132,8 @@ describe('probe schedule', () => {
     expect(relayProbeDelayMs(situation, 0)).toBe(ms)
   })
 
-  it('death is noticed within about a second while active: 3 intervals plus the floor timeout', () => {
-    expect(3 * directProbeDelayMs(true, 1) + DIRECT_TIMEOUT.minMs).toBeLessThanOrEqual(1150)
+  it('death is noticed within 0.9 s of the last reply while active: 3 intervals plus the floor timeout', () => {
+    expect(3 * directProbeDelayMs(true, 1) + DIRECT_TIMEOUT.minMs).toBeLessThanOrEqual(860)
   })
 
   it.each([

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { encodeProbePacket } from '../../src/probe/codec.js'
 import { RELAY_RATE } from '../../src/probe/schedule.js'
 import { createProbeService } from '../../src/probe/service.js'
-import type { ProbeChangeEvent, ProbeService } from '../../src/probe/types.js'
+import type { LinkStats, ProbeChangeEvent, ProbeService } from '../../src/probe/types.js'
 import { FakeProbeNetwork } from '../support/probe-fake-network.js'
 
 const ids = {
@@ -178,11 +178,14 @@ describe('probe service (fake network, fake clock)', () => {
   it('a link whose RTT jumps past the timeout dies, counts each late reply once, and recovers as the timeout grows', async () => {
     const { network, services, events, controller } = scenario()
     services.a.setActive(ids.b, true)
+    let dying: LinkStats | undefined
+    services.a.onChange((event) => {
+      if (event.kind === 'link-dead' && event.peerId === ids.b) dying = services.a.snapshot().links.get(ids.b)
+    })
     await vi.advanceTimersByTimeAsync(5_000)
     network.setDelay('b', 'a', 900)
     await vi.advanceTimersByTimeAsync(3_000)
     expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.b })
-    const dying = services.a.snapshot().links.get(ids.b)
     expect(dying?.lossPct).toBeGreaterThan(0)
     expect(dying?.samples).toBeLessThanOrEqual(20)
     // Late replies raise the smoothed RTT, hence the timeout, until replies come back in time.
