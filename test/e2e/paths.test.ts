@@ -57,6 +57,8 @@ describe('asymmetric forward paths through one relay', () => {
     // Best possible: forward via B (10 + 10) + return direct (15) as configured,
     // plus what each impaired leg really costs here (timers, the userspace
     // underlay, WireGuard), calibrated on A↔B: two 10 ms legs.
+    // Only valid while A↔B itself goes direct both ways (a relayed A→B would inflate it).
+    await pollUntil(() => (lab.pathOf('a', 'b') === null && lab.pathOf('b', 'a') === null ? true : undefined), { deadlineMs: 60_000, intervalMs: 500, what: 'a↔b direct' })
     const legCost = Math.max(0, (median((await pingStream(a, lab.overlayOf('b'), 20, 0.1)).rtts) - 20) / 2)
     const best = 35 + 3 * legCost
     const rtt = median((await pingStream(a, cOverlay, 20, 0.1)).rtts)
