@@ -284,10 +284,15 @@ export async function readStateFile(path: string): Promise<Buffer | undefined> {
 
 /** Writes a 0600 file atomically: a temporary file in the same directory, synced, then renamed over. */
 export async function writeStateFile(path: string, text: string): Promise<void> {
+  await writeFileAtomically(path, text, SECRET_FILE_MODE)
+}
+
+/** Writes a file with `mode` atomically: a temporary file in the same directory, synced, then renamed over. */
+export async function writeFileAtomically(path: string, text: string, mode: number): Promise<void> {
   const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, SECRET_FILE_MODE)
+  const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode)
   try {
-    await handle.chmod(SECRET_FILE_MODE)
+    await handle.chmod(mode)
     await handle.writeFile(text)
     await handle.sync()
   } finally {

@@ -2,9 +2,9 @@
 
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { constants } from 'node:fs'
-import { cp, lstat, mkdir, open, readFile, readlink, realpath, rename, rm, symlink, unlink } from 'node:fs/promises'
+import { cp, lstat, mkdir, readFile, readlink, realpath, rename, rm, symlink, unlink } from 'node:fs/promises'
 import { basename, dirname, join, sep } from 'node:path'
+import { writeFileAtomically } from '../agent/state.js'
 import type { InstallFs, Systemctl } from './execute.js'
 import type { PackageReader } from './package.js'
 
@@ -75,21 +75,7 @@ export const nodeInstallFs: InstallFs = {
     }
   },
   async writeText(path, text, mode) {
-    const temporary = temporaryBeside(path)
-    const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode)
-    try {
-      await handle.chmod(mode)
-      await handle.writeFile(text)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    try {
-      await rename(temporary, path)
-    } catch (error) {
-      await unlink(temporary).catch(() => undefined)
-      throw error
-    }
+    await writeFileAtomically(path, text, mode)
   },
 }
 
