@@ -97,6 +97,8 @@ describe('asymmetric forward paths through one relay', () => {
 
     await underlay.restore('a', 'b')
     await pollUntil(() => (lab.pathOf('a', 'c') === b ? true : undefined), { deadlineMs: 60_000, intervalMs: 500, what: 'a returns to c via b after recovery' })
+    // The log line of the return may reach us a moment after status shows it: wait for it before counting.
+    await pollUntil(() => (lab.pathChanges('a', 'c').at(-1)?.to === b ? true : undefined), { deadlineMs: 10_000, intervalMs: 100, what: "a's log shows the return via b" })
     // Steady for a 5 s stream: no further change.
     const settled = lab.pathChanges('a', 'c').length
     await pingStream(a, cOverlay, 50, 0.1)
