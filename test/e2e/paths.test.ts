@@ -33,12 +33,18 @@ describe('asymmetric forward paths through one relay', () => {
     const b = lab.idOf('b')
     const c = lab.idOf('c')
     // Both directions at once: A→C via B, C→A direct, and A's status shows C's own (direct) choice as the return path.
+    // Steady state, as the issue asks: the condition must have held for 10 s in a row (c's own estimates
+    // take a few seconds to follow a change of impairments, and a sample during that is a transition).
+    let heldSince: number | undefined
     const aView = await pollUntil(
       () => {
         const view = lab.status('a')?.peers.find((p) => p.id === c)
-        return view?.path.via === b && lab.pathOf('c', 'a') === null && view.returnPath?.via === null ? view : undefined
+        const holds = view?.path.via === b && lab.pathOf('c', 'a') === null && view.returnPath?.via === null
+        if (!holds) heldSince = undefined
+        else heldSince ??= Date.now()
+        return holds && heldSince !== undefined && Date.now() - heldSince >= 10_000 ? view : undefined
       },
-      { deadlineMs: 90_000, intervalMs: 500, what: 'a routes to c via b while c answers a directly' },
+      { deadlineMs: 120_000, intervalMs: 500, what: 'a routes to c via b while c answers a directly, for 10 s' },
     )
     expect(aView.path.forwardSavingMs ?? 0).toBeGreaterThan(20)
 
