@@ -5,7 +5,6 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import { defaultCommandDeps, installCommand, joinCommand, type CommandDeps } from '../../src/agent/commands.js'
 import type { Agent } from '../../src/agent/agent.js'
@@ -18,6 +17,7 @@ import { nodeInstallFs, nodePackageReader } from '../../src/install/system.js'
 import { createToken } from '../../src/membership/token.js'
 import { countingRandom, labNetwork, seededSigner } from './membership-fixtures.js'
 import { fakeSystemctl, sandbox, snapshot, type Sandbox } from './install-fixtures.js'
+import { sink } from '../support/sink.js'
 
 const TOKEN = createToken({ network: labNetwork(), issuer: seededSigner(1), bootstrap: ['/ip4/192.0.2.1/tcp/7373'], now: Date.now(), random: countingRandom(9) }).reveal()
 
@@ -31,18 +31,6 @@ function box(options?: Parameters<typeof sandbox>[0]): Sandbox {
   return b
 }
 
-function sink(): { stream: Writable; text: () => string } {
-  let text = ''
-  return {
-    stream: new Writable({
-      write(chunk: Buffer, _e, done) {
-        text += chunk.toString('utf8')
-        done()
-      },
-    }),
-    text: () => text,
-  }
-}
 
 function context(argv: string[], env: Record<string, string>): { context: LocalCommandContext; out: () => string; err: () => string } {
   const out = sink()

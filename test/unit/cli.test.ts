@@ -1,20 +1,8 @@
 import { spawnSync } from 'node:child_process'
-import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { HELP, hasNetAdmin, main } from '../../src/cli/main.js'
+import { sink } from '../support/sink.js'
 
-function sink(): { stream: Writable; text: () => string } {
-  let text = ''
-  return {
-    stream: new Writable({
-      write(chunk: Buffer, _e, done) {
-        text += chunk.toString('utf8')
-        done()
-      },
-    }),
-    text: () => text,
-  }
-}
 
 describe('cli', () => {
   it('prints the version', async () => {

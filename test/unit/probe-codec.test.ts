@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest'
 import { MAX_DWELL_US, decodeProbePacket, encodeProbePacket, type ProbePacket } from '../../src/probe/codec.js'
+import { prng } from './membership-fixtures.js'
 
 const A = '12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
 const C = '12D3KooWCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC'
@@ -17,18 +18,6 @@ const examples: [ProbePacket, number][] = [
   [{ type: 'relay-return', seq: 5, destination: C, relayDwellUs: 1, responderDwellUs: 2, returnDwellUs: 3 }, 73],
 ]
 
-/** Small deterministic PRNG (mulberry32), so a failure reproduces. */
-function prng(seed: number): { next: () => number; int: (n: number) => number } {
-  let state = seed >>> 0
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return { next, int: (n) => Math.floor(next() * n) }
-}
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex')
