@@ -4,6 +4,7 @@
 
 import { readFileSync } from 'node:fs'
 import { AgentError, AgentNotRunning, callAgent } from '../control/client.js'
+import { LogLevelError, parseLogLevel } from '../logging/logger.js'
 import { packageVersion } from '../version.js'
 import { parseCommandLine, parseCount, parseDuration, UsageError, type GlobalOptions } from './args.js'
 import { formatPing, parsePingReport, PingShapeError } from './ping-format.js'
@@ -102,9 +103,10 @@ export async function main(argv: readonly string[], io: CliIo, local?: LocalComm
 
   let parsed
   try {
+    parseLogLevel(env.MESHD_LOG_LEVEL, 'info')
     parsed = parseCommandLine(argv, env)
   } catch (error) {
-    if (error instanceof UsageError) return fail(EXIT.usage, error.message)
+    if (error instanceof UsageError || error instanceof LogLevelError) return fail(EXIT.usage, error.message)
     throw error
   }
   const { command, positionals, options, global } = parsed

@@ -4,7 +4,26 @@ import { SECRET_FIELD_NAMES } from './secret.js'
 
 export type { Logger } from 'pino'
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export class LogLevelError extends Error {
+  override readonly name = 'LogLevelError'
+}
+
+/**
+ * MESHD_LOG_LEVEL validated at the edge: unset or empty means the default;
+ * anything else must be one of pino's level names.
+ */
+export function parseLogLevel(text: string | undefined, fallback: LogLevel): LogLevel {
+  if (text === undefined || text.trim() === '') return fallback
+  const level = text.trim().toLowerCase()
+  if ((LOG_LEVELS as readonly string[]).includes(level)) return level as LogLevel
+  throw new LogLevelError(`MESHD_LOG_LEVEL "${text}" is not one of ${LOG_LEVELS.join(', ')}`)
+}
+
 export interface LoggerOptions {
+  /** A level name; unset or empty means info (see parseLogLevel). */
   level?: string
   /** Where lines go; stdout by default (journald reads it). */
   destination?: NodeJS.WritableStream
@@ -30,7 +49,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const stream: DestinationStream = pretty ? prettyStream(destination) : destination
   return pino(
     {
-      level: options.level ?? 'info',
+      level: parseLogLevel(options.level, 'info'),
       base: undefined,
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,

@@ -12,6 +12,14 @@ describe('cli', () => {
     expect(out.text()).toMatch(/^meshd \d+\.\d+\.\d+ \(node v\d+/)
   })
 
+  it('refuses a bad MESHD_LOG_LEVEL with one line and exit 2 before running anything', async () => {
+    const out = sink()
+    const err = sink()
+    expect(await main(['agent'], { stdout: out.stream, stderr: err.stream, env: { MESHD_LOG_LEVEL: 'loud' } })).toBe(2)
+    expect(err.text()).toBe('meshd: MESHD_LOG_LEVEL "loud" is not one of fatal, error, warn, info, debug, trace, silent\n')
+    expect(out.text()).toBe('')
+  })
+
   it('refuses an unknown command with one line and exit 2', async () => {
     const out = sink()
     const err = sink()

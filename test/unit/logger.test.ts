@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { createLogger, formatPrettyLine } from '../../src/logging/logger.js'
+import { createLogger, formatPrettyLine, LogLevelError, parseLogLevel } from '../../src/logging/logger.js'
 import { Secret } from '../../src/logging/secret.js'
 
 function capture(): { stream: Writable; text: () => string } {
@@ -60,5 +60,31 @@ describe('logger', () => {
     const out = capture()
     createLogger({ destination: out.stream, pretty: true }).info({ a: 1 }, 'hello')
     expect(out.text()).toMatch(/^\d\d:\d\d:\d\d INFO {2}hello a=1\n$/)
+  })
+})
+
+describe('parseLogLevel (MESHD_LOG_LEVEL at the edge)', () => {
+  it.each([
+    [undefined, 'info'],
+    ['', 'info'],
+    ['  ', 'info'],
+    ['debug', 'debug'],
+    ['WARN', 'warn'],
+    ['silent', 'silent'],
+  ])('%j gives %s', (text, level) => {
+    expect(parseLogLevel(text, 'info')).toBe(level)
+  })
+
+  it('refuses an unknown level naming the variable and the allowed names', () => {
+    expect(() => parseLogLevel('verbose', 'info')).toThrow(LogLevelError)
+    expect(() => parseLogLevel('verbose', 'info')).toThrow('MESHD_LOG_LEVEL "verbose" is not one of fatal, error, warn, info, debug, trace, silent')
+  })
+
+  it('an empty level makes a working logger at the default level', () => {
+    const out = capture()
+    const log = createLogger({ destination: out.stream, pretty: false, level: '' })
+    log.info('still logs')
+    log.debug('not at info')
+    expect(out.text().trim().split('\n')).toHaveLength(1)
   })
 })
