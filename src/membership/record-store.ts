@@ -51,6 +51,45 @@ export interface RecordStoreState {
   readonly evicted: ReadonlyMap<NodeId, number>
   /** Joiners seen admitted per invite: the best-effort use count. */
   readonly inviteUses: ReadonlyMap<InviteId, ReadonlySet<NodeId>>
+  /** Admissions whose signature verified, shared by every state derived from this store. */
+  readonly verifiedAdmissions: VerifiedAdmissions
+}
+
+/**
+ * A bounded memo of admission signatures that verified, keyed by the exact
+ * signed bytes (signature included), so any altered admission misses and is
+ * verified afresh. Every record repeats its whole founder→node chain, and an
+ * Ed25519 verify per link per record dominated membership CPU. Only the
+ * signature is memoised: network, expiry, eviction and chain order are
+ * checked on every record.
+ */
+export class VerifiedAdmissions {
+  readonly #verified = new Map<string, true>()
+  #verifications = 0
+
+  constructor(readonly capacity = 4096) {}
+
+  /** Signature checks actually computed (not served from the memo). */
+  get verifications(): number {
+    return this.#verifications
+  }
+
+  get size(): number {
+    return this.#verified.size
+  }
+
+  verify(admission: Admission): boolean {
+    const key = Buffer.from(admission.bytes).toString('base64')
+    if (this.#verified.has(key)) return true
+    this.#verifications += 1
+    if (!verifyAdmissionSignature(admission)) return false
+    if (this.#verified.size >= this.capacity) {
+      const oldest = this.#verified.keys().next().value
+      if (oldest !== undefined) this.#verified.delete(oldest)
+    }
+    this.#verified.set(key, true)
+    return true
+  }
 }
 
 export type StoreChange = 'added' | 'updated' | 'removed' | 'unchanged'
@@ -73,6 +112,7 @@ export function createRecordStore(network: NetworkAnchor, options: Partial<Recor
     evictionLog: new Map(),
     evicted: new Map(),
     inviteUses: new Map(),
+    verifiedAdmissions: new VerifiedAdmissions(),
   }
 }
 
@@ -209,7 +249,7 @@ export function checkAdmissionChain(state: RecordStoreState, subject: NodeId, ch
     if (admission.expiresAt !== null && admission.expiresAt <= now) return `${link} expired`
     const admitterOut = state.evicted.get(admission.admitter)
     if (admitterOut !== undefined && admission.issuedAt >= admitterOut) return `${link} was signed by ${admission.admitter} after its eviction`
-    if (!verifyAdmissionSignature(admission)) return `${link} has a bad signature`
+    if (!state.verifiedAdmissions.verify(admission)) return `${link} has a bad signature`
     expectedAdmitter = admission.joiner
   }
   return expectedAdmitter === subject ? undefined : `the admission chain ends at ${expectedAdmitter}, not ${subject}`

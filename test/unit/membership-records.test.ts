@@ -136,6 +136,21 @@ describe('record store: acceptance', () => {
     expect(members(state).map((r) => r.nodeId)).toEqual([bob.nodeId, founder.nodeId, alice.nodeId].sort())
   })
 
+  it('verifies each admission signature once, then serves it from the memo; a tampered admission still fails', () => {
+    let state = createRecordStore(network)
+    state = feed(state, peerRecord(bob, network, bobChain, { seq: NOW }).bytes).state
+    expect(state.verifiedAdmissions.verifications).toBe(2)
+    state = feed(state, peerRecord(bob, network, bobChain, { seq: NOW + 1 }).bytes).state
+    state = feed(state, peerRecord(alice, network, aliceChain).bytes).state
+    expect(state.verifiedAdmissions.verifications).toBe(2)
+    const [first] = aliceChain
+    if (first === undefined) throw new Error('fixture')
+    const tampered = new Uint8Array(first.bytes)
+    tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 1
+    const forged = peerRecord(carol, network, [{ ...first, bytes: tampered }, admission(alice, carol)])
+    expect(rejection(state, forged.bytes)).toBe('no-admission')
+  })
+
   it('accepts a deeper member before the members that admitted it (arrival order does not matter)', () => {
     const state = storeWith(peerRecord(bob, network, bobChain).bytes)
     expect(state.peers.has(bob.nodeId)).toBe(true)
