@@ -98,6 +98,13 @@ describe('UAPI keys', () => {
   it('derives the public key like `wg pubkey` (RFC 7748 §6.1 vector)', () => {
     expect(publicKeyFromPrivate(PRIVATE)).toBe(PUBLIC)
   })
+
+  it('gives the same public key from its cache, and still rejects an invalid private key every time', () => {
+    expect(publicKeyFromPrivate(PRIVATE)).toBe(PUBLIC)
+    expect(publicKeyFromPrivate(PRIVATE)).toBe(PUBLIC)
+    expect(() => publicKeyFromPrivate('not a key')).toThrow(UapiError)
+    expect(() => publicKeyFromPrivate('not a key')).toThrow(UapiError)
+  })
 })
 
 describe('UAPI set requests', () => {

@@ -48,8 +48,29 @@ export function hexToBase64Key(key: string, what = 'key'): string {
 // PKCS#8 DER header for a raw X25519 private key (RFC 8410); node:crypto takes no raw form.
 const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex')
 
+/**
+ * Public keys already derived, by private key: every device read (the link monitor reads each link every
+ * second or so) returns the private key, and deriving its public key through node:crypto was the largest
+ * part of decoding a read. Bounded; a device's key rarely changes. The private keys are held in memory
+ * anyway (the agent configures them).
+ */
+const publicKeyCache = new Map<string, string>()
+const PUBLIC_KEY_CACHE_SIZE = 256
+
 /** The Curve25519 public key (base64) of a base64 private key, as `wg pubkey` prints it. */
 export function publicKeyFromPrivate(privateKey: string): string {
+  const cached = publicKeyCache.get(privateKey)
+  if (cached !== undefined) return cached
+  const publicKey = derivePublicKey(privateKey)
+  if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE) {
+    const oldest = publicKeyCache.keys().next()
+    if (oldest.done !== true) publicKeyCache.delete(oldest.value)
+  }
+  publicKeyCache.set(privateKey, publicKey)
+  return publicKey
+}
+
+function derivePublicKey(privateKey: string): string {
   const raw = Buffer.from(base64ToHexKey(privateKey, 'private key'), 'hex')
   const key = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' })
   const spki = createPublicKey(key).export({ format: 'der', type: 'spki' })
