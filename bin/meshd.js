@@ -15,10 +15,11 @@ const major = Number(process.versions.node.split('.')[0])
 const here = dirname(fileURLToPath(import.meta.url))
 const args = process.argv.slice(2)
 
-// V8 heap flags for the long-running agent (idle RSS target, issue 5): a 1 MiB
+// V8 heap flag for the long-running agent (idle RSS target, issue 5): a 1 MiB
 // semi-space instead of Node 24's default of up to 16 MiB (the young generation
-// is otherwise most of the agent's anonymous memory), and V8's memory-over-speed
-// heuristics. Measured on an idle agent: RSS 120 -> 94 MiB, CPU unchanged. Only
+// is otherwise most of the agent's anonymous memory). Measured on an idle agent
+// with 3 peers: RSS 133 -> 103.5 MiB, CPU unchanged (--optimize-for-size saved
+// 6 MiB more but nearly doubled CPU at 20 peers; docs/benchmarks.md). Only
 // for the agent (`agent`, `init/join --foreground`); the unit's ExecStart passes
 // them itself, so there is no extra exec under systemd.
 const AGENT_NODE_FLAGS = ['--max-semi-space-size=1']

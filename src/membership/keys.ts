@@ -9,6 +9,7 @@
 import { createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
+import { BoundedMap } from '../net/bounded-map.js'
 import { PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SIGNING_CONTEXT, concatBytes } from './codec.js'
 
 declare const nodeIdBrand: unique symbol
@@ -86,14 +87,13 @@ export function verifyBody(publicKey: Uint8Array, body: Uint8Array, signature: U
 
 // Importing a key costs about half a verification; members' keys repeat, so keep recent ones.
 const KEY_CACHE_LIMIT = 4096
-const keyCache = new Map<string, KeyObject>()
+const keyCache = new BoundedMap<string, KeyObject>(KEY_CACHE_LIMIT)
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
   const cacheKey = Buffer.from(publicKey).toString('hex')
   const cached = keyCache.get(cacheKey)
   if (cached !== undefined) return cached
   const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' })
-  if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value ?? '')
   keyCache.set(cacheKey, key)
   return key
 }

@@ -8,6 +8,7 @@
 // not expired, and its sequence number is newer than what is held. Every
 // rejection has a reason code for counters and a detail for debug logs.
 
+import { BoundedMap } from '../net/bounded-map.js'
 import { ipv4CidrContains, ipv4CidrSize, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr } from '../net/ip.js'
 import type { NodeId, Signer } from './keys.js'
 import type { NetworkAnchor } from './network.js'
@@ -64,29 +65,23 @@ export interface RecordStoreState {
  * checked on every record.
  */
 export class VerifiedAdmissions {
-  readonly #verified = new Map<string, true>()
+  readonly #verified: BoundedMap<string, true>
   #verifications = 0
 
-  constructor(readonly capacity = 4096) {}
+  constructor(capacity = 4096) {
+    this.#verified = new BoundedMap(capacity)
+  }
 
   /** Signature checks actually computed (not served from the memo). */
   get verifications(): number {
     return this.#verifications
   }
 
-  get size(): number {
-    return this.#verified.size
-  }
-
   verify(admission: Admission): boolean {
-    const key = Buffer.from(admission.bytes).toString('base64')
+    const key = Buffer.from(admission.bytes.buffer, admission.bytes.byteOffset, admission.bytes.byteLength).toString('base64')
     if (this.#verified.has(key)) return true
     this.#verifications += 1
     if (!verifyAdmissionSignature(admission)) return false
-    if (this.#verified.size >= this.capacity) {
-      const oldest = this.#verified.keys().next().value
-      if (oldest !== undefined) this.#verified.delete(oldest)
-    }
     this.#verified.set(key, true)
     return true
   }

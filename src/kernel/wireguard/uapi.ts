@@ -9,6 +9,7 @@
 
 import { createPrivateKey, createPublicKey } from 'node:crypto'
 import { Secret } from '../../logging/secret.js'
+import { BoundedMap } from '../../net/bounded-map.js'
 import { ipFamily, parseCidr } from '../ip.js'
 import type { Endpoint, ObservedWireguardDevice, ObservedWireguardPeer, WireguardDevice } from '../types.js'
 import { isWireguardKey } from '../validate.js'
@@ -54,18 +55,13 @@ const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex
  * part of decoding a read. Bounded; a device's key rarely changes. The private keys are held in memory
  * anyway (the agent configures them).
  */
-const publicKeyCache = new Map<string, string>()
-const PUBLIC_KEY_CACHE_SIZE = 256
+const publicKeyCache = new BoundedMap<string, string>(256)
 
 /** The Curve25519 public key (base64) of a base64 private key, as `wg pubkey` prints it. */
 export function publicKeyFromPrivate(privateKey: string): string {
   const cached = publicKeyCache.get(privateKey)
   if (cached !== undefined) return cached
   const publicKey = derivePublicKey(privateKey)
-  if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE) {
-    const oldest = publicKeyCache.keys().next()
-    if (oldest.done !== true) publicKeyCache.delete(oldest.value)
-  }
   publicKeyCache.set(privateKey, publicKey)
   return publicKey
 }
