@@ -62,6 +62,8 @@ export const MONITOR_IDLE_MS = 3_000
 export const ADOPTION_GRACE_MS = 15_000
 /** How often an agent with no libp2p connection dials its known addresses again. */
 export const RECONNECT_INTERVAL_MS = 5_000
+/** With mDNS, how long a join whose token addresses all failed waits for a member on the LAN to show up. */
+const MDNS_JOIN_WAIT_MS = 15_000
 /** How long the underlay's routes and device MTUs are trusted before they are read again. */
 const UNDERLAY_REFRESH_MS = 30_000
 
@@ -70,6 +72,8 @@ export interface AgentInit {
   socketPath: string
   /** libp2p listen multiaddrs; empty: the node's default. */
   listen: readonly string[]
+  /** LAN discovery by multicast DNS: members on the same link find each other without the token's addresses. */
+  mdns?: boolean
   hostname?: string
   wireguard?: WireguardPreference
   resyncIntervalMs?: number
@@ -477,7 +481,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   const bootstrapAddresses = (): string[] => {
     const all = node?.listenAddresses() ?? []
     const isLoopback = (a: string): boolean => a.startsWith('/ip4/127.') || a.startsWith('/ip6/::1/')
-    const outside = all.filter((a) => !isLoopback(a))
+    // Relayed addresses last: a joiner should try this host's own addresses first.
+    const outside = all.filter((a) => !isLoopback(a)).sort((x, y) => Number(x.includes('/p2p-circuit')) - Number(y.includes('/p2p-circuit')))
     return (outside.length > 0 ? outside : all).slice(0, MAX_BOOTSTRAP_ADDRESSES)
   }
 
@@ -569,7 +574,11 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     const parsed = parseToken(tokenText.reveal(), { now: now(), ...(network ? { expectedNetworkId: network.id } : {}) })
     if (!parsed.ok) throw new StateError('corrupt', `the saved join token is no longer usable: ${parsed.reason}`)
     if (!node) throw new Error('node not built')
-    const admissions = await requestAdmission({ token: parsed.token, tokenText }, { node, logger: components.logger, clock }, { signal })
+    const admissions = await requestAdmission(
+      { token: parsed.token, tokenText, ...(init.mdns === true ? { discoveryWaitMs: MDNS_JOIN_WAIT_MS } : {}) },
+      { node, logger: components.logger, clock },
+      { signal },
+    )
     await saveAdmissions(init.stateDir, admissions)
     await removePendingToken(init.stateDir)
     return admissions
@@ -610,7 +619,13 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         const stored = await loadStoredLinks(init.stateDir, identity.nodeId, log)
         const bootstrap = [...(pendingParsed?.ok === true ? pendingParsed.token.bootstrap : []), ...stored.bootstrap]
         node = createMembershipNode(
-          { ...(init.listen.length > 0 ? { listen: init.listen } : {}), bootstrap },
+          {
+            ...(init.listen.length > 0 ? { listen: init.listen } : {}),
+            bootstrap,
+            mdns: init.mdns === true,
+            // A slot on a relaying member, so members that cannot dial this host (NAT) still reach it for control traffic.
+            relay: { server: true, reserve: true },
+          },
           { identity, network, logger: components.logger, clock },
         )
         await node.start({ signal })

@@ -116,7 +116,7 @@ function progress(context: LocalCommandContext, line: string): void {
  */
 async function runAgent(context: LocalCommandContext, deps: Pick<CommandDeps, 'createAgent'>, transaction?: StateTransaction, announce?: (overlay: string, peers: number) => void): Promise<number> {
   const logger = processLogger(context)
-  const agent = deps.createAgent({ stateDir: context.global.stateDir, socketPath: context.global.socketPath, listen: context.global.listen, hostname: hostname() }, { logger })
+  const agent = deps.createAgent({ stateDir: context.global.stateDir, socketPath: context.global.socketPath, listen: context.global.listen, mdns: context.global.mdns, hostname: hostname() }, { logger })
   const onSignal = (): void => {
     void agent.stop()
   }
@@ -173,6 +173,10 @@ async function serviceTarget(command: ServiceCommand, context: LocalCommandConte
   const { global } = context
   if (global.stateDir !== DEFAULT_STATE_DIR || global.socketPath !== DEFAULT_SOCKET_PATH || global.listen.length > 0) {
     context.io.stderr.write(`meshd: --state-dir, --socket and --listen need --foreground; the service always uses ${DEFAULT_STATE_DIR} and ${DEFAULT_SOCKET_PATH}\n`)
+    return EXIT_USAGE
+  }
+  if (global.mdns) {
+    context.io.stderr.write('meshd: --mdns (MESHD_MDNS) needs --foreground; for the service, set Environment=MESHD_MDNS=1 in a drop-in (README, "mDNS")\n')
     return EXIT_USAGE
   }
   const layout = layoutFromEnv(context.io.env ?? process.env)

@@ -14,6 +14,8 @@ export interface GlobalOptions {
   stateDir: string
   socketPath: string
   listen: string[]
+  /** LAN discovery by multicast DNS (--mdns or MESHD_MDNS=1). */
+  mdns: boolean
   json: boolean
   help: boolean
 }
@@ -29,6 +31,7 @@ const GLOBAL_OPTIONS = {
   'state-dir': { type: 'string' },
   socket: { type: 'string' },
   listen: { type: 'string', multiple: true },
+  mdns: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const
@@ -74,10 +77,18 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
       stateDir: (values['state-dir'] as string | undefined) ?? env.MESHD_STATE_DIR ?? DEFAULT_STATE_DIR,
       socketPath: (values.socket as string | undefined) ?? env.MESHD_SOCKET ?? DEFAULT_SOCKET_PATH,
       listen: Array.isArray(listen) ? listen : [],
+      mdns: values.mdns === true || parseSwitch(env.MESHD_MDNS, 'MESHD_MDNS'),
       json: values.json === true,
       help: values.help === true,
     },
   }
+}
+
+/** An on/off environment variable: unset or empty is off; anything but 1/0/true/false is refused. */
+export function parseSwitch(text: string | undefined, name: string): boolean {
+  if (text === undefined || text === '' || text === '0' || text === 'false') return false
+  if (text === '1' || text === 'true') return true
+  throw new UsageError(`${name} must be 1 or 0 (true or false), not "${text.slice(0, 20)}"`)
 }
 
 /** "90s", "30m", "24h", "7d" → milliseconds. */

@@ -62,6 +62,7 @@ const GLOBAL_HELP = `global options:
   --state-dir DIR     state directory (env MESHD_STATE_DIR; default /var/lib/meshd)
   --socket PATH       control socket (env MESHD_SOCKET; default /run/meshd/meshd.sock)
   --listen MULTIADDR  libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/7373)
+  --mdns              find members on this LAN by multicast DNS (env MESHD_MDNS=1; default off)
   -h, --help          help for a command`
 
 function usageText(): string {

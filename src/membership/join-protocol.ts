@@ -41,6 +41,11 @@ export interface RequestAdmissionInit {
   tokenText: Secret<string>
   /** Per bootstrap address; default 10 s. */
   attemptTimeoutMs?: number
+  /**
+   * When every bootstrap address failed: how long to wait for hosts that
+   * discovery (mDNS) connects, and ask each of them. Default 0: no waiting.
+   */
+  discoveryWaitMs?: number
 }
 
 export interface RequestAdmissionComponents {
@@ -75,11 +80,53 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
       reasons.push(reason)
     }
   }
+  // Hosts found by discovery: the token's addresses may be stale or unreachable from here while a member sits on this LAN.
+  const asked = new Set<NodeId>()
+  const deadline = clock.now() + (init.discoveryWaitMs ?? 0)
+  while (clock.now() < deadline) {
+    options.signal.throwIfAborted()
+    const member = node.connectedPeers().find((peer) => !asked.has(peer))
+    if (member === undefined) {
+      await waitFor(DISCOVERY_POLL_MS, options.signal)
+      continue
+    }
+    asked.add(member)
+    const signal = AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)])
+    try {
+      const admissions = await askConnected(member, init.tokenText, node, { signal })
+      const problem = checkAdmissionChain(createRecordStore(init.token.network), node.nodeId, admissions, clock.now())
+      if (problem !== undefined) throw new ProtocolError('bad-admission', `the member's admission does not hold: ${problem}`)
+      log.info({ member, depth: admissions.length }, 'admitted to the network by a host found by discovery')
+      return admissions
+    } catch (error) {
+      options.signal.throwIfAborted()
+      reasons.push(`${member} (found by mDNS): ${error instanceof Error ? error.message : 'failed'}`)
+    }
+  }
   throw new JoinRefusedError(reasons)
 }
 
+const DISCOVERY_POLL_MS = 200
+
+function waitFor(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(signal.reason as Error)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
 async function askMember(address: string, tokenText: Secret<string>, node: MembershipNode, options: SignalOptions): Promise<Admission[]> {
-  const member = await node.dial(address, options)
+  return askConnected(await node.dial(address, options), tokenText, node, options)
+}
+
+async function askConnected(member: NodeId, tokenText: Secret<string>, node: MembershipNode, options: SignalOptions): Promise<Admission[]> {
   const { stream } = await node.openStream(member, JOIN_PROTOCOL, options)
   const framed = new FramedStream(stream, MAX_JOIN_FRAME_BYTES)
   await framed.write(encodeJoinRequest(tokenText.reveal()), options)

@@ -14,7 +14,7 @@ import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay
 import { dcutr } from '@libp2p/dcutr'
 import { gossipsub, TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
@@ -218,6 +218,34 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     })
   }
 
+  /**
+   * A connection to a member: the one already open (direct or relayed), else a
+   * direct dial, else through each connected relaying member in turn. The last
+   * is how two members that are both behind NAT reach each other; DCUtR then
+   * tries to replace the relayed connection with a direct one.
+   */
+  const connectTo = async (node: Libp2p<Services>, nodeId: NodeId, signal: AbortSignal): Promise<Connection> => {
+    const peerId = peerIdFromString(nodeId)
+    const relays = node.getConnections(peerId).length > 0 ? [] : await relayingPeers(node, nodeId)
+    try {
+      // With relays to fall back on, a direct address that silently drops SYNs should not cost libp2p's full dial timeout.
+      return await node.dial(peerId, { signal: relays.length === 0 ? signal : AbortSignal.any([signal, AbortSignal.timeout(DIRECT_DIAL_BEFORE_RELAY_MS)]) })
+    } catch (directError) {
+      signal.throwIfAborted()
+      for (const relay of relays) {
+        try {
+          const connection = await node.dial(multiaddr(`/p2p/${relay.toString()}/p2p-circuit/p2p/${nodeId}`), { signal: AbortSignal.any([signal, AbortSignal.timeout(RELAYED_DIAL_MS)]) })
+          log.debug({ member: nodeId, relay: relay.toString() }, 'reached member through a relay')
+          return connection
+        } catch (error) {
+          signal.throwIfAborted()
+          log.debug({ member: nodeId, relay: relay.toString(), err: errorText(error) }, 'relayed dial failed')
+        }
+      }
+      throw directError
+    }
+  }
+
   const build = async (): Promise<Libp2p<Services>> => {
     const relayServer = init.relay?.server ?? true
     const listen = [...(init.listen ?? DEFAULT_LISTEN_ADDRESSES)]
@@ -263,6 +291,21 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       peerDiscovery: discovery,
       services,
     })
+    // libp2p does not dial what discovery finds; members want a connection to every host mDNS reports.
+    if (init.mdns === true) {
+      node.addEventListener('peer:discovery', (event) => {
+        const found = event.detail.id
+        if (!started || node.getConnections(found).length > 0) return
+        node.dial(found, { signal: AbortSignal.timeout(10_000) }).then(
+          () => {
+            log.debug({ peer: found.toString() }, 'connected to a host found by mDNS')
+          },
+          (error: unknown) => {
+            log.debug({ peer: found.toString(), err: errorText(error) }, 'could not dial a host found by mDNS')
+          },
+        )
+      })
+    }
     return node
   }
 
@@ -374,7 +417,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
 
     async openStream(nodeId, protocol, options) {
       const node = requireNode()
-      const connection = await node.dial(peerIdFromString(nodeId), { signal: options.signal })
+      const connection = await connectTo(node, nodeId, options.signal)
       const stream = await connection.newStream(protocol, { signal: options.signal, runOnLimitedConnection: true })
       return { stream, context: { remote: nodeId, remoteAddress: connection.remoteAddr.toString() } }
     },
@@ -395,6 +438,27 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     },
     rateLimitedStreams: () => rateLimited,
   }
+}
+
+/** A direct dial gets this long before relays are tried (a LAN or WAN handshake needs well under it). */
+export const DIRECT_DIAL_BEFORE_RELAY_MS = 4_000
+/** Per relay: one round trip to the relay and one to the member behind it. */
+const RELAYED_DIAL_MS = 5_000
+/** Relays tried per connection; a member behind NAT holds a reservation on one of the members it dialled. */
+const MAX_RELAYS_TRIED = 8
+const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'
+
+/** Connected members, over direct connections, that said (identify) they relay: where a member behind NAT may hold a reservation. */
+async function relayingPeers(node: Libp2p<Services>, target: NodeId): Promise<PeerId[]> {
+  const relays: PeerId[] = []
+  for (const connection of node.getConnections()) {
+    if (relays.length >= MAX_RELAYS_TRIED) break
+    const peer = connection.remotePeer
+    if (peer.toString() === target || connection.limits !== undefined || relays.some((relay) => relay.equals(peer))) continue
+    const known = await node.peerStore.get(peer).catch(() => undefined)
+    if (known?.protocols.includes(RELAY_HOP_PROTOCOL) === true) relays.push(peer)
+  }
+  return relays
 }
 
 const VERDICTS: Record<GossipVerdict, TopicValidatorResult> = {

@@ -103,10 +103,11 @@ export function meshd(host: AgentHost, args: readonly string[], timeoutMs = 30_0
  * Starts `meshd <args>` in the host's namespace: init and join get `--foreground`; `agent` always runs in the foreground.
  * `ip netns exec` execs the command, so the child's pid is the agent's.
  */
-export function startAgent(host: AgentHost, args: readonly string[]): ChildProcess {
+export function startAgent(host: AgentHost, args: readonly string[], options: { listenIp?: string } = {}): ChildProcess {
+  const listen = `/ip4/${options.listenIp ?? host.ip}/tcp/7373`
   const child = spawn(
     'ip',
-    ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args, ...(args[0] === 'agent' ? [] : ['--foreground']), '--state-dir', host.stateDir, '--socket', host.socket, '--listen', `/ip4/${host.ip}/tcp/7373`],
+    ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args, ...(args[0] === 'agent' ? [] : ['--foreground']), '--state-dir', host.stateDir, '--socket', host.socket, '--listen', listen],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHD_LOG_LEVEL: process.env.MESHD_TEST_LOG ?? 'info' } },
   )
   const keep = (chunk: Buffer): void => {

@@ -157,6 +157,15 @@ describe('meshd join installing the service (fake systemctl, real files under a 
     expect(snapshot(b.root)).toEqual(before)
     expect(existsSync(join(b.base, 'state'))).toBe(false)
   })
+
+  it('needs --foreground for --mdns, says how the service gets it, and changes nothing', async () => {
+    const b = box()
+    const before = snapshot(b.root)
+    const c = context(['join', TOKEN, '--mdns'], { MESHD_INSTALL_ROOT: b.root })
+    expect(await joinCommand({ token: TOKEN, foreground: false }, c.context, deps(b, fakeSystemctl(), () => undefined))).toBe(2)
+    expect(c.err()).toBe('meshd: --mdns (MESHD_MDNS) needs --foreground; for the service, set Environment=MESHD_MDNS=1 in a drop-in (README, "mDNS")\n')
+    expect(snapshot(b.root)).toEqual(before)
+  })
 })
 
 describe('meshd install (install or upgrade without joining)', () => {

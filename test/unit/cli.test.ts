@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
+import { parseCommandLine } from '../../src/cli/args.js'
 import { HELP, hasNetAdmin, main } from '../../src/cli/main.js'
 import { sink } from '../support/sink.js'
 
@@ -17,6 +18,20 @@ describe('cli', () => {
     const err = sink()
     expect(await main(['agent'], { stdout: out.stream, stderr: err.stream, env: { MESHD_LOG_LEVEL: 'loud' } })).toBe(2)
     expect(err.text()).toBe('meshd: MESHD_LOG_LEVEL "loud" is not one of fatal, error, warn, info, debug, trace, silent\n')
+    expect(out.text()).toBe('')
+  })
+
+  it('turns mDNS on with --mdns or MESHD_MDNS=1, and refuses any other MESHD_MDNS with one line and exit 2', async () => {
+    expect(parseCommandLine(['agent'], {}).global.mdns).toBe(false)
+    expect(parseCommandLine(['agent', '--mdns'], {}).global.mdns).toBe(true)
+    expect(parseCommandLine(['agent'], { MESHD_MDNS: '1' }).global.mdns).toBe(true)
+    expect(parseCommandLine(['agent'], { MESHD_MDNS: 'true' }).global.mdns).toBe(true)
+    expect(parseCommandLine(['agent'], { MESHD_MDNS: '0' }).global.mdns).toBe(false)
+    expect(parseCommandLine(['agent'], { MESHD_MDNS: '' }).global.mdns).toBe(false)
+    const out = sink()
+    const err = sink()
+    expect(await main(['agent'], { stdout: out.stream, stderr: err.stream, env: { MESHD_MDNS: 'yes' } })).toBe(2)
+    expect(err.text()).toBe('meshd: MESHD_MDNS must be 1 or 0 (true or false), not "yes"\n')
     expect(out.text()).toBe('')
   })
 
