@@ -25,7 +25,8 @@ export type ListInterfaceAddresses = () => Promise<readonly InterfaceAddress[]>
 
 /** The real host, through systeminformation (which reads /sys and iproute2 on Linux). */
 export const systemInterfaceAddresses: ListInterfaceAddresses = async () => {
-  const interfaces = await networkInterfaces()
+  // rescan false: systeminformation re-reads /sys only when Node's own interface list changed, so a periodic check is cheap.
+  const interfaces = await networkInterfaces(false)
   const list = Array.isArray(interfaces) ? interfaces : [interfaces]
   return list.flatMap((entry) =>
     [entry.ip4, entry.ip6].filter((address) => address !== '').map((address) => ({ interfaceName: entry.iface, address, internal: entry.internal })),

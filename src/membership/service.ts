@@ -31,11 +31,12 @@ import {
   type RecordStoreState,
   type RejectReason,
 } from './record-store.js'
-import { MAX_LINK_RTTS, nextSequence, signEviction, signLeave, signPeerRecord, type Admission, type Capabilities, type LinkRtt, type PeerRecord } from './records.js'
+import { MAX_LINK_RTTS, nextSequence, signEviction, signLeave, signPeerRecord, type Admission, type Capabilities, type EndpointCandidate, type LinkRtt, type PeerRecord } from './records.js'
 import { SYNC_PROTOCOL, exchangeRecords } from './sync-protocol.js'
 import { parseToken } from './token.js'
 
 export const DEFAULT_RECORD_LIFETIME_MS = 10 * 60 * 1000
+export const DEFAULT_ENDPOINT_CHECK_MS = 5_000
 export const DEFAULT_SWEEP_INTERVAL_MS = 5_000
 export const DEFAULT_SYNC_TIMEOUT_MS = 10_000
 export const DEFAULT_JOIN_TIMEOUT_MS = 10_000
@@ -58,6 +59,8 @@ export interface MembershipServiceInit {
   /** How often the record is re-published; default a third of its lifetime, so two refreshes can be lost. */
   refreshIntervalMs?: number
   sweepIntervalMs?: number
+  /** How often the host's own endpoints are gathered again; a change is published at once. Default 5 s. */
+  endpointCheckIntervalMs?: number
   syncTimeoutMs?: number
   /** Keep loopback addresses among endpoint candidates (single-host tests). */
   includeLoopbackEndpoints?: boolean
@@ -285,11 +288,11 @@ export function createMembershipService(init: MembershipServiceInit, components:
     return address
   }
 
-  const buildRecord = async (): Promise<PeerRecord> => {
+  const ownEndpoints = async (): Promise<EndpointCandidate[]> => {
     const listen = node.listenAddresses()
     const port = tcpPortOfMultiaddrs(listen)
     const interfaces = await components.interfaceAddresses()
-    const endpoints = gatherEndpoints({
+    return gatherEndpoints({
       configured: (init.publicEndpoints ?? []).flatMap((endpoint) => {
         const endpointPort = endpoint.port ?? port
         return endpointPort === undefined ? [] : [{ address: endpoint.address, port: endpointPort, source: 'configured' as const }]
@@ -300,6 +303,24 @@ export function createMembershipService(init: MembershipServiceInit, components:
       network,
       includeLoopback: init.includeLoopbackEndpoints ?? false,
     })
+  }
+
+  /**
+   * An interface that comes up (or gets an address) after start, or one that
+   * goes away: peers would otherwise wait for the next refresh, minutes away,
+   * to learn where this host is. The kernel also reports a fresh link as not
+   * running for up to a second, so the record made at start can miss it.
+   */
+  const checkEndpoints = async (): Promise<void> => {
+    const current = ownRecord()?.endpoints
+    if (current === undefined) return
+    const gathered = await ownEndpoints()
+    const key = (list: readonly EndpointCandidate[]): string => list.map((e) => `${e.source} ${e.address} ${e.port}`).join(',')
+    if (key(gathered) !== key(current)) republishSoon('own endpoints changed')
+  }
+
+  const buildRecord = async (): Promise<PeerRecord> => {
+    const endpoints = await ownEndpoints()
     const now = clock.now()
     lastSeq = nextSequence(lastSeq ?? ownRecord()?.seq, now)
     return signPeerRecord(identity, {
@@ -489,6 +510,12 @@ export function createMembershipService(init: MembershipServiceInit, components:
         })
       })
       every(sweepMs, sweep)
+      every(init.endpointCheckIntervalMs ?? DEFAULT_ENDPOINT_CHECK_MS, () => {
+        if (phase !== 'running') return
+        checkEndpoints().catch((error: unknown) => {
+          log.debug({ err: error instanceof Error ? error.message : 'unknown' }, 'could not gather own endpoints')
+        })
+      })
       // Peers connected before we started missed our sync handler; pull from them now.
       await Promise.all(node.connectedPeers().map((peer) => syncWith(peer)))
       log.info({ members: state.peers.size, overlay: ownRecord()?.overlayIpv4 }, 'membership service started')

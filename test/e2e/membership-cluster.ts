@@ -35,6 +35,8 @@ export interface MemberOptions {
   service?: Partial<Omit<MembershipServiceInit, 'admissions'>>
   /** Link negotiation on (default) or off (the benchmark). */
   links?: false | Partial<LinkNegotiatorInit>
+  /** The host's interface addresses; default loopback only. */
+  interfaces?: () => Promise<readonly InterfaceAddress[]>
 }
 
 /** Records and state logs go to the void unless MESHD_TEST_LOG=debug|info is set, then to stderr. */
@@ -78,7 +80,7 @@ export async function startMember(name: string, identity: Identity, network: Net
       ...options.service,
       admissions,
     },
-    { node, identity, network, logger, clock, interfaceAddresses: () => Promise.resolve(LOOPBACK_INTERFACES) },
+    { node, identity, network, logger, clock, interfaceAddresses: options.interfaces ?? (() => Promise.resolve(LOOPBACK_INTERFACES)) },
   )
   const links =
     options.links === false

@@ -272,6 +272,30 @@ describe('partition and heal', () => {
   })
 })
 
+describe('own endpoints', () => {
+  it('publishes a new record when an interface address appears after start, and the links are renegotiated with it', async () => {
+    let interfaces = [{ interfaceName: 'lo', address: '127.0.0.1', internal: true }]
+    const founder = await startFounder('late-nic', { service: { endpointCheckIntervalMs: 100 }, interfaces: () => Promise.resolve(interfaces) })
+    const peer = await joinWithToken('peer', tokenFrom(founder))
+    try {
+      await pollUntil(() => linkBetween(peer, founder), { ...DEADLINE, what: 'a link to the founder' })
+      expect(peer.service.member(founder.identity.nodeId)?.endpoints.map((e) => e.address)).not.toContain('192.0.2.77')
+      // The kernel reports a new link as running a moment after its address is set: the record made at start missed it.
+      interfaces = [...interfaces, { interfaceName: 'eth0', address: '192.0.2.77', internal: false }]
+      await pollUntil(() => (peer.service.member(founder.identity.nodeId)?.endpoints.some((e) => e.address === '192.0.2.77') === true ? true : undefined), {
+        ...DEADLINE,
+        what: "the peer learns the founder's new endpoint from gossip",
+      })
+      await pollUntil(() => (linkBetween(peer, founder)?.peerEndpoints.some((e) => e.address === '192.0.2.77') === true ? true : undefined), {
+        ...DEADLINE,
+        what: 'the link renegotiated with the new endpoint',
+      })
+    } finally {
+      for (const member of [peer, founder]) await stopMember(member).catch(() => undefined)
+    }
+  })
+})
+
 describe('lifecycle and relay', () => {
   it('start and stop are safe to call twice, and a stopped node starts again', async () => {
     const founder = await startFounder('twice', { links: false })

@@ -134,4 +134,16 @@ describe('hosts behind address-and-port-dependent NATs', () => {
     expect(table).toMatch(/\bvia \S+/)
     expect(lab.status('a')?.peers.find((p) => p.id === lab.idOf('c'))?.path.via).toBe(b)
   })
+
+  it('(c) negotiate their own pair link over a circuit relay through the public host', async () => {
+    // Neither NAT lets the other dial in, so the a–c link parameters (ports, link-locals, preshared key)
+    // can only have been agreed over /meshd/link/1.0.0 relayed by b: each end then has the link's interface.
+    for (const [from, to] of [['a', 'c'], ['c', 'a']] as const) {
+      await pollUntil(() => lab.status(from)?.peers.find((p) => p.id === lab.idOf(to))?.interface ?? undefined, {
+        deadlineMs: 60_000,
+        intervalMs: 500,
+        what: `${from} has negotiated its link to ${to}`,
+      })
+    }
+  })
 })

@@ -15,6 +15,8 @@ export interface PathStatus {
   name: string
   addresses: string[]
   state: string
+  /** The pair link's WireGuard interface; null until the link is negotiated. */
+  interface: string | null
   path: { via: string | null; forwardSavingMs: number | null }
   returnPath: { via: string | null } | null
   rttMs: number | null
