@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { JoinRefusedError } from '../../src/membership/errors.js'
 import type { NodeId } from '../../src/membership/keys.js'
 import type { LinkParams } from '../../src/membership/link-negotiation.js'
+import { FramedStream } from '../../src/membership/framed-stream.js'
 import { createMembershipNode } from '../../src/membership/node.js'
 import { signPeerRecord } from '../../src/membership/records.js'
 import type { MemberDown } from '../../src/membership/service.js'
@@ -326,6 +327,31 @@ describe('lifecycle and relay', () => {
       await caller.node.hangUp(hidden.identity.nodeId, { signal: AbortSignal.timeout(5_000) })
       expect(await caller.node.dial(circuit, { signal: AbortSignal.timeout(10_000) })).toBe(hidden.identity.nodeId)
       await converge([relay, hidden, caller], [relay, hidden, caller], 'all three members seen')
+    } finally {
+      for (const member of [caller, hidden, relay]) await stopMember(member).catch(() => undefined)
+    }
+  })
+})
+
+describe('control traffic to a member that cannot be dialled', () => {
+  it('opens a stream through a connected relaying member when the member has no address of its own', async () => {
+    const relay = await startFounder('relay', { links: false, node: { relay: { server: true } } })
+    // No TCP listener at all: like a host behind NAT, it only dials out, and holds a reservation on the relay.
+    const hidden = await joinWithToken('hidden', tokenFrom(relay), { links: false, node: { listen: [], relay: { reserve: true } } })
+    const caller = await joinWithToken('caller', tokenFrom(relay), { links: false })
+    const protocol = '/meshd-test/hello/1'
+    hidden.node.handle(protocol, async (stream) => {
+      const framed = new FramedStream(stream, 64)
+      await framed.write(new TextEncoder().encode('hello'), { signal: AbortSignal.timeout(5_000) })
+      await framed.close({ signal: AbortSignal.timeout(5_000) })
+    })
+    try {
+      await converge([relay, hidden, caller], [relay, hidden, caller], 'all three members seen')
+      await pollUntil(() => hidden.node.listenAddresses().find((address) => address.includes('/p2p-circuit')), { ...DEADLINE, what: 'a reservation on the relay' })
+      const { stream, context } = await caller.node.openStream(hidden.identity.nodeId, protocol, { signal: AbortSignal.timeout(20_000) })
+      expect(context.remoteAddress).toContain('/p2p-circuit')
+      const reply = await new FramedStream(stream, 64).readRequired('hello', { signal: AbortSignal.timeout(5_000) })
+      expect(new TextDecoder().decode(reply)).toBe('hello')
     } finally {
       for (const member of [caller, hidden, relay]) await stopMember(member).catch(() => undefined)
     }
