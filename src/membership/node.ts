@@ -110,6 +110,8 @@ export interface MembershipNode {
   /** Public addresses of this node that libp2p learned from peers (identify). */
   observedAddresses(): string[]
   connectedPeers(): NodeId[]
+  /** Remote addresses of the open connections to a member; relayed ones contain /p2p-circuit. */
+  connectionsTo(nodeId: NodeId): string[]
   /** Connects to a multiaddr and returns who answered (checked by Noise). */
   dial(address: string, options: SignalOptions): Promise<NodeId>
   hangUp(nodeId: NodeId, options: SignalOptions): Promise<void>
@@ -142,12 +144,35 @@ type Services = {
 
 interface ObservedAddressView {
   observed(): Multiaddr[]
+  /** Marks this node's own listening addresses as verified, so they are advertised (identify, DCUtR) even when public. */
+  confirmListening(ttlMs: number): void
 }
 
-/** A libp2p "service" whose only job is to read the address manager, which libp2p does not expose on the node. */
-function observedAddressView(components: { addressManager: { getObservedAddrs(): Multiaddr[] } }): ObservedAddressView {
-  return { observed: () => components.addressManager.getObservedAddrs() }
+interface AddressViewComponents {
+  addressManager: { getObservedAddrs(): Multiaddr[]; confirmObservedAddr(address: Multiaddr, options?: { type?: 'transport'; ttl?: number }): void }
+  transportManager: { getAddrs(): Multiaddr[] }
 }
+
+/**
+ * A libp2p "service" that reaches the address manager, which libp2p does not
+ * expose on the node. libp2p advertises a public listening address only once
+ * AutoNAT confirmed it; members are admitted hosts, so meshd advertises its
+ * own addresses at once: an unreachable one costs a peer one failed dial,
+ * while an unadvertised one leaves DCUtR nothing to upgrade to.
+ */
+function observedAddressView(components: AddressViewComponents): ObservedAddressView {
+  return {
+    observed: () => components.addressManager.getObservedAddrs(),
+    confirmListening: (ttlMs) => {
+      for (const address of components.transportManager.getAddrs()) {
+        if (!address.toString().includes('/p2p-circuit')) components.addressManager.confirmObservedAddr(address, { type: 'transport', ttl: ttlMs })
+      }
+    },
+  }
+}
+
+/** Re-confirmed with every listener change; long enough that it never lapses in between. */
+const OWN_ADDRESS_TTL_MS = 30 * 24 * 3600 * 1000
 
 export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
   const { identity, network } = components
@@ -291,6 +316,9 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       peerDiscovery: discovery,
       services,
     })
+    node.addEventListener('transport:listening', () => {
+      node.services.addresses.confirmListening(OWN_ADDRESS_TTL_MS)
+    })
     // libp2p does not dial what discovery finds; members want a connection to every host mDNS reports.
     if (init.mdns === true) {
       node.addEventListener('peer:discovery', (event) => {
@@ -320,6 +348,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       return VERDICTS[validator(message.data, from)]
     })
     await node.start()
+    node.services.addresses.confirmListening(OWN_ADDRESS_TTL_MS)
     for (const [protocol, handler] of handlers) await registerHandler(node, protocol, handler)
     for (const topology of topologies) {
       if (registeredTopologies.has(topology)) continue
@@ -368,6 +397,13 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       return requireNode()
         .getPeers()
         .flatMap((peerId) => parseNodeId(peerId.toString()) ?? [])
+    },
+
+    connectionsTo(nodeId) {
+      return requireNode()
+        .getConnections(peerIdFromString(nodeId))
+        .filter((connection) => connection.status === 'open')
+        .map((connection) => connection.remoteAddr.toString())
     },
 
     async dial(address, options) {
