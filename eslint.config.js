@@ -4,6 +4,7 @@ import tseslint from 'typescript-eslint'
 const nodeGlobals = {
   process: 'readonly', console: 'readonly', URL: 'readonly', Buffer: 'readonly',
   setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly',
+  AbortSignal: 'readonly', TextEncoder: 'readonly', TextDecoder: 'readonly',
 }
 
 export default tseslint.config(
