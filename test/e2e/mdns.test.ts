@@ -57,4 +57,18 @@ describe('mDNS discovery on a LAN', () => {
     })
     // The only difference from h3's refused join is --mdns.
   })
+
+  it('while the member that issued the token is down, a joiner with --mdns is admitted by another member mDNS finds', async () => {
+    const token = createToken(h1, 1)
+    const h2Id = status(h2)?.self.id
+    expect(h2Id).toBeDefined()
+    await stopAgent(h1)
+    startAgent(h3, ['join', token, '--mdns'])
+    await pollUntil(() => (status(h3)?.peers.some((peer) => peer.id === h2Id) === true ? true : undefined), {
+      deadlineMs: 60_000,
+      intervalMs: 500,
+      what: 'h3 admitted by h2 (the token names only h1)',
+    })
+    expect(h3.log.join('')).toContain('admitted to the network by a host found by discovery')
+  })
 })
