@@ -6,7 +6,7 @@
 // are per link, so link negotiation re-sends the same addresses with the
 // link's own port.
 
-import { networkInterfaces } from 'systeminformation'
+import { networkInterfaces } from 'systeminformation/lib/network.js'
 import { LINK_PREFIX } from '../kernel/types.js'
 import { ipv4CidrContains, ipv6CidrContains, parseIpv4, parseIpv4Cidr, parseIpv6, parseIpv6Cidr, formatIpv6 } from '../net/ip.js'
 import type { NetworkAnchor } from './network.js'
@@ -23,7 +23,7 @@ export interface InterfaceAddress {
 /** Lists the host's interface addresses; injected so tests can fake the host. */
 export type ListInterfaceAddresses = () => Promise<readonly InterfaceAddress[]>
 
-/** The real host, through systeminformation (which reads /sys and iproute2 on Linux). */
+/** The real host, through systeminformation's network module (Node's interface list, plus /sys on Linux). */
 export const systemInterfaceAddresses: ListInterfaceAddresses = async () => {
   // rescan false: systeminformation re-reads /sys only when Node's own interface list changed, so a periodic check is cheap.
   const interfaces = await networkInterfaces(false)
