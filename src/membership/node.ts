@@ -15,7 +15,6 @@ import { dcutr } from '@libp2p/dcutr'
 import { gossipsub, TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
@@ -278,7 +277,11 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     const discovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
     const bootstrapList = (init.bootstrap ?? []).filter((address) => address.includes('/p2p/'))
     if (bootstrapList.length > 0) discovery.push(bootstrap({ list: bootstrapList }))
-    if (init.mdns === true) discovery.push(mdns({ serviceTag: `meshd-${network.id.slice(0, 16)}` }))
+    if (init.mdns === true) {
+      // Loaded only when asked for: most hosts never use it, and every module costs resident memory.
+      const { mdns } = await import('@libp2p/mdns')
+      discovery.push(mdns({ serviceTag: `meshd-${network.id.slice(0, 16)}` }))
+    }
     const services = {
       identify: identify(),
       ping: ping(),
