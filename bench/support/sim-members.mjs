@@ -43,13 +43,28 @@ if (!parsed.ok) {
   process.exit(2)
 }
 
+// All members dial from one address, and the founder's libp2p refuses more than a few new inbound
+// connections per second from one host (inboundConnectionThreshold): a refused admission dial is tried
+// again once that second is over rather than failing the run.
+const ADMISSION_ATTEMPTS = 10
+async function admit(node) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await requestAdmission({ token: parsed.token, tokenText: new Secret(tokenText) }, { node, logger, clock }, { signal: signal() })
+    } catch (error) {
+      if (attempt >= ADMISSION_ATTEMPTS || !String(error?.message).includes('ECONNRESET')) throw error
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+    }
+  }
+}
+
 const members = []
 async function startOne(i) {
   const identity = await identityFromSeed(new Uint8Array(randomBytes(32)))
   const network = parsed.token.network
   const node = createMembershipNode({ listen: [`/ip4/${listenIp}/tcp/0`], relay: { server: false } }, { identity, network, logger, clock })
   await node.start({ signal: signal() })
-  const admissions = await requestAdmission({ token: parsed.token, tokenText: new Secret(tokenText) }, { node, logger, clock }, { signal: signal() })
+  const admissions = await admit(node)
   const wireguardPublicKey = publicKeyFromPrivate(generateWireguardPrivateKey().reveal())
   const service = createMembershipService(
     { hostname: `sim${i}`, wireguardPublicKey, capabilities: { linkKinds: ['wireguard'], wireguardBackend: 'userspace' }, admissions },

@@ -33,7 +33,7 @@ import { createMembershipNode, type MembershipNode } from '../membership/node.js
 import { HOSTNAME_FIELD, type Admission } from '../membership/records.js'
 import { createMembershipService, type MembershipService } from '../membership/service.js'
 import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
-import { chooseEndpoint, ENDPOINT_TRY_MS, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
+import { chooseEndpoint, endpointChangeDue, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
 import { planMesh, type PeerLink } from '../planner/mesh.js'
 import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner/underlay-mtu.js'
 import { createPathController, type PathController } from '../paths/controller.js'
@@ -211,7 +211,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let plannedLinks: PeerLink[] = []
   let underlayView: { routes: ObservedRoute[]; links: ObservedLink[]; readAt: number } | undefined
   let monitorTimer: NodeJS.Timeout | undefined
-  const endpointAttempts = new Map<NodeId, EndpointAttempt>()
+  /** Per link without a fresh handshake: the endpoint being tried, and how many candidates there were to choose from. */
+  const endpointAttempts = new Map<NodeId, { attempt: EndpointAttempt; candidates: number }>()
 
   // ── The loop ───────────────────────────────────────────────────────────────
 
@@ -223,8 +224,8 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   /** Endpoint per link: none while the handshake is fresh (WireGuard roams), else the candidates in turn. */
   const endpointFor = (peer: NodeId, candidates: Endpoint[]): Endpoint | undefined => {
     const fresh = isFresh(monitor?.get(peer), now(), HANDSHAKE_FRESH_MS)
-    const choice = chooseEndpoint(candidates, fresh, endpointAttempts.get(peer), now())
-    if (choice.attempt) endpointAttempts.set(peer, choice.attempt)
+    const choice = chooseEndpoint(candidates, fresh, endpointAttempts.get(peer)?.attempt, now())
+    if (choice.attempt) endpointAttempts.set(peer, { attempt: choice.attempt, candidates: candidates.length })
     else endpointAttempts.delete(peer)
     return choice.endpoint
   }
@@ -392,7 +393,11 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     if (change.activity.length > 0) refreshActivity()
   }
 
-  const endpointAttemptExpired = (): boolean => [...endpointAttempts.values()].some((a) => now() - a.since >= ENDPOINT_TRY_MS)
+  const endpointAttemptExpired = (): boolean => {
+    const at = now()
+    for (const { attempt, candidates } of endpointAttempts.values()) if (endpointChangeDue(attempt, candidates, at)) return true
+    return false
+  }
 
   /**
    * Nothing for the monitor to notice soon: every link has a fresh handshake and carries no traffic, and no

@@ -1,6 +1,12 @@
 // The imperative shell around path selection: keeps each destination's state,
 // re-decides on a short tick and at once when the prober reports a link death,
 // tells the prober which relays to measure, and logs every change as one line.
+//
+// A tick re-decides only when something the decision depends on may have
+// moved: the prober's measurements (its version), the topology, or the clock
+// while a switch is being held (the hold is the one input that is time);
+// otherwise it costs one comparison (idle CPU, issue 5). A full pass still
+// runs at least every `maxSkipMs`, as a backstop.
 
 import type { Logger } from '../logging/logger.js'
 import type { ProbeChangeEvent, ProbeLink, ProbeSnapshot } from '../probe/types.js'
@@ -12,6 +18,8 @@ export interface ProbeSource {
   setLinks(links: ProbeLink[]): void
   setRelayCandidates(candidates: Map<string, string[]>): void
   snapshot(): ProbeSnapshot
+  /** Moves whenever a snapshot's path measurements may have changed (ProbeService.version); without it every tick re-decides. */
+  version?(): number
   onChange(listener: (event: ProbeChangeEvent) => void): () => void
 }
 
@@ -31,6 +39,8 @@ export interface PathControllerOptions {
   /** Relays probed per destination (plus the one in use). */
   maxRelaysPerDestination?: number
   tickMs?: number
+  /** A tick re-decides at least this often even when nothing seems to have changed (default DEFAULT_MAX_SKIP_MS). */
+  maxSkipMs?: number
 }
 
 export interface PathControllerDeps {
@@ -41,6 +51,20 @@ export interface PathControllerDeps {
   onPathsChanged: () => void
   /** The RTT a member reports (gossiped in its record) for its own link to a destination. */
   reportedRttMs?: (relay: string, destination: string) => number | undefined
+  /** The tick's timer; default the global setInterval. */
+  timers?: IntervalTimers
+}
+
+export interface IntervalTimers {
+  setInterval(callback: () => void, ms: number): unknown
+  clearInterval(handle: unknown): void
+}
+
+const realIntervals: IntervalTimers = {
+  setInterval: (callback, ms) => setInterval(callback, ms),
+  clearInterval: (handle) => {
+    clearInterval(handle as ReturnType<typeof setInterval>)
+  },
 }
 
 export interface PathController {
@@ -57,6 +81,7 @@ export interface PathController {
 
 export const DEFAULT_MAX_RELAYS = 3
 export const DEFAULT_TICK_MS = 250
+export const DEFAULT_MAX_SKIP_MS = 5_000
 
 const round = (value: number | undefined): number | null => (value === undefined || !Number.isFinite(value) ? null : Math.round(value * 10) / 10)
 
@@ -72,6 +97,13 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   const states = new Map<string, DestinationPathState>()
   let destinations: readonly string[] = []
   let lastRelayKey = ''
+  const maxSkipMs = options.maxSkipMs ?? DEFAULT_MAX_SKIP_MS
+  /** The prober's version the last evaluation saw (undefined: none yet, or a prober without versions). */
+  let evaluatedVersion: number | undefined
+  /** Destinations or links changed since the last evaluation. */
+  let topologyChanged = true
+  /** A switch is being held: the next decision depends on the clock alone. */
+  let holding = false
 
   const candidatesOf = (snapshot: ProbeSnapshot, destination: string): CandidateMetrics[] => {
     const relayed = snapshot.relayed.get(destination) ?? new Map()
@@ -93,19 +125,24 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   const controller: PathController = {
     setTopology(links, nextDestinations) {
       deps.probes.setLinks(links)
+      topologyChanged = true
       destinations = [...nextDestinations].sort()
       const keep = new Set(destinations)
       for (const destination of states.keys()) if (!keep.has(destination)) states.delete(destination)
     },
 
     evaluate() {
+      // Read before the snapshot, so a change made while evaluating (new relay candidates) is seen at the next tick.
+      const version = deps.probes.version?.()
       const snapshot = deps.probes.snapshot()
       updateRelayCandidates(snapshot)
       let changed = false
       const now = deps.now()
+      holding = false
       for (const destination of destinations) {
         const decision = decidePath(states.get(destination), candidatesOf(snapshot, destination), now, policy)
         states.set(destination, decision.state)
+        if (decision.state.pending !== undefined) holding = true
         const change = decision.change
         if (change === undefined) continue
         changed = true
@@ -114,6 +151,8 @@ export function createPathController(options: PathControllerOptions, deps: PathC
           'path changed',
         )
       }
+      evaluatedVersion = version
+      topologyChanged = false
       return changed
     },
 
@@ -138,19 +177,33 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     },
 
     start(signal) {
-      const tick = (): void => {
+      const timers = deps.timers ?? realIntervals
+      const tickMs = options.tickMs ?? DEFAULT_TICK_MS
+      // Counted in ticks rather than read off the wall clock, which may step.
+      const maxSkips = Math.max(0, Math.ceil(maxSkipMs / tickMs) - 1)
+      let skipped = 0
+      const run = (): void => {
         if (signal.aborted) return
+        skipped = 0
         if (controller.evaluate()) deps.onPathsChanged()
       }
-      const timer = setInterval(tick, options.tickMs ?? DEFAULT_TICK_MS)
+      const tick = (): void => {
+        const unchanged = evaluatedVersion !== undefined && !topologyChanged && !holding && deps.probes.version?.() === evaluatedVersion
+        if (unchanged && skipped < maxSkips) {
+          skipped++
+          return
+        }
+        run()
+      }
+      const timer = timers.setInterval(tick, tickMs)
       // A death moves traffic at once rather than at the next tick.
       const unsubscribe = deps.probes.onChange((event) => {
-        if (event.kind === 'link-dead') tick()
+        if (event.kind === 'link-dead') run()
       })
       signal.addEventListener(
         'abort',
         () => {
-          clearInterval(timer)
+          timers.clearInterval(timer)
           unsubscribe()
         },
         { once: true },

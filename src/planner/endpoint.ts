@@ -33,3 +33,12 @@ export function chooseEndpoint(candidates: readonly Endpoint[], handshakeFresh: 
   const endpoint = candidates[attempt.index]
   return endpoint === undefined ? {} : { endpoint, attempt }
 }
+
+/**
+ * Whether a pass would now give WireGuard a different endpoint: the attempt has run its time and
+ * there is another candidate to move to. With one candidate the rotation lands where it was, so
+ * it is no reason for a pass (idle CPU, issue 5: a down peer would otherwise cost one every 5 s).
+ */
+export function endpointChangeDue(attempt: EndpointAttempt, candidateCount: number, now: number, tryMs = ENDPOINT_TRY_MS): boolean {
+  return candidateCount > 1 && now - attempt.since >= tryMs
+}

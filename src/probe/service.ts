@@ -151,6 +151,11 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   /** Kept apart from the links, so setActive may come before setLinks and survives a link's re-addressing. */
   const activePeers = new Set<string>()
   let nextSeq = Math.floor(random() * 0x1_0000_0000) >>> 0
+  /** See ProbeService.version: bumped by every change to an estimator, a return leg or the sets of links and relays. */
+  let version = 0
+  const changed = (): void => {
+    version++
+  }
 
   const onAbort = (): void => {
     void service.close()
@@ -307,6 +312,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     if (relayEntry.returnLeg === returnLeg) return
     relayEntry.returnLeg = returnLeg
     relayEntry.estimator = restartSmoothing(relayEntry.estimator)
+    changed()
     // Probes in flight asked for the other leg: their answers (or silence) say nothing about this one.
     for (const probe of pending.values()) {
       const target = probe.target
@@ -377,12 +383,14 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (!entry) return
       const step = recordMiss(entry.estimator)
       entry.estimator = step.estimator
+      changed()
       applyDirectTransition(entry, step.transition)
     } else {
       const relayEntry = relays.get(target.destination)?.get(target.relay)
       if (!relayEntry) return
       const step = recordMiss(relayEntry.estimator)
       relayEntry.estimator = step.estimator
+      changed()
       if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: step.transition === 'alive' }, 'probe: relayed path liveness changed')
     }
   }
@@ -403,20 +411,24 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (!entry) return
       if (probe.state === 'lost') {
         entry.estimator = recordLateReply(entry.estimator, rttMs)
+        changed()
         return
       }
       const step = recordReply(entry.estimator, rttMs, now())
       entry.estimator = step.estimator
+      changed()
       applyDirectTransition(entry, step.transition)
     } else {
       const relayEntry = relays.get(target.destination)?.get(target.relay)
       if (!relayEntry || relayEntry.returnLeg !== target.returnLeg) return
       if (probe.state === 'lost') {
         relayEntry.estimator = recordLateReply(relayEntry.estimator, rttMs)
+        changed()
         return
       }
       const step = recordReply(relayEntry.estimator, rttMs, now())
       relayEntry.estimator = step.estimator
+      changed()
       if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: true }, 'probe: relayed path liveness changed')
     }
   }
@@ -554,12 +566,14 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
         if (link && link.local4 === entry.link.local4 && link.peer4 === entry.link.peer4) continue
         stopLink(entry)
         links.delete(peerId)
+        changed()
         if (entry.estimator.alive) lostAlive.push(peerId)
       }
       for (const [peerId, link] of wanted) {
         if (links.has(peerId)) continue
         const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), estimator: initialEstimator, probeTxBytes: 0, probeRxBytes: 0 }
         links.set(peerId, entry)
+        changed()
         void bindLink(entry)
       }
       for (const toward of relays.values()) for (const relayEntry of toward.values()) switchReturnLeg(relayEntry, returnLegFor(directAlive(relayEntry.destination)))
@@ -578,6 +592,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
           if (wantedRelays.has(relay)) continue
           stopRelay(relayEntry)
           toward.delete(relay)
+          changed()
         }
         if (toward.size === 0) relays.delete(destination)
       }
@@ -592,6 +607,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
           }
           const relayEntry: RelayEntry = { destination, relay, returnLeg: returnLegFor(directAlive(destination)), estimator: initialEstimator }
           toward.set(relay, relayEntry)
+          changed()
           // Spread the first probes so a new candidate set does not go out as one burst.
           relayEntry.probeTimer = timers.setTimeout(() => {
             relayEntry.probeTimer = undefined
@@ -626,6 +642,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       }
       return snapshot
     },
+
+    version: () => version,
 
     onChange(listener) {
       listeners.add(listener)
@@ -692,6 +710,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       links.clear()
       for (const toward of relays.values()) for (const relayEntry of toward.values()) stopRelay(relayEntry)
       relays.clear()
+      changed()
       for (const seq of [...pending.keys()]) dropPending(seq)
       listeners.clear()
       return Promise.resolve()

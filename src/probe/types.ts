@@ -151,6 +151,12 @@ export interface ProbeService {
    */
   setActive(peerId: string, active: boolean): void
   snapshot(): ProbeSnapshot
+  /**
+   * A counter that moves whenever anything a snapshot says about a path could have changed (a
+   * measurement, a liveness, a return leg, a link or relay candidate added or removed), and only then;
+   * probe byte counters and lastReplyAt do not count. Equal values: the selection inputs are unchanged.
+   */
+  version(): number
   /** The forward path the peer last reported it uses towards us (from its echo replies); undefined until it has. */
   reportedPath(peerId: string): { via: string | null } | undefined
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */

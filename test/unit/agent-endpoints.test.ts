@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createLinkMonitor, observe, ACTIVE_BYTES_PER_SECOND } from '../../src/agent/link-monitor.js'
-import { chooseEndpoint, ENDPOINT_TRY_MS } from '../../src/planner/endpoint.js'
+import { chooseEndpoint, endpointChangeDue, ENDPOINT_TRY_MS } from '../../src/planner/endpoint.js'
 import type { ObservedWireguardDevice } from '../../src/kernel/types.js'
 
 const a = { address: '192.0.2.1', port: 51820 }
@@ -18,6 +18,16 @@ describe('chooseEndpoint', () => {
     const second = chooseEndpoint([a, b], false, first.attempt, 1_000 + ENDPOINT_TRY_MS)
     expect(second).toEqual({ endpoint: b, attempt: { index: 1, since: 1_000 + ENDPOINT_TRY_MS } })
     expect(chooseEndpoint([a, b], false, second.attempt, 1_000 + 2 * ENDPOINT_TRY_MS).endpoint).toEqual(a)
+  })
+
+  it('calls for a pass only when the next try would be a different endpoint', () => {
+    const attempt = chooseEndpoint([a, b], false, undefined, 1_000).attempt ?? { index: 0, since: 1_000 }
+    expect(endpointChangeDue(attempt, 2, 1_000 + ENDPOINT_TRY_MS - 1)).toBe(false)
+    expect(endpointChangeDue(attempt, 2, 1_000 + ENDPOINT_TRY_MS)).toBe(true)
+    // One candidate: the rotation comes back to it, so there is nothing to apply.
+    const only = chooseEndpoint([a], false, undefined, 1_000).attempt ?? { index: 0, since: 1_000 }
+    expect(chooseEndpoint([a], false, only, 1_000 + ENDPOINT_TRY_MS).endpoint).toEqual(a)
+    expect(endpointChangeDue(only, 1, 1_000 + 10 * ENDPOINT_TRY_MS)).toBe(false)
   })
 
   it('restarts when the candidate list shrank, and sets nothing without candidates', () => {

@@ -37,6 +37,9 @@ describe('systemd/meshd.service', () => {
     // With the agent's V8 heap flags (bin/meshd.js AGENT_NODE_FLAGS), so that it need not exec itself again to add them.
     expect(value('ExecStart')).toBe(`${bundledNodePath(DEFAULT_LAYOUT.prefix)} --max-semi-space-size=1 ${DEFAULT_LAYOUT.prefix}/bin/meshd.js agent`)
     expect(readFileSync('bin/meshd.js', 'utf8')).toContain("const AGENT_NODE_FLAGS = ['--max-semi-space-size=1']")
+    // And the agent's environment, which bin/meshd.js would otherwise exec itself again to add.
+    expect(value('Environment')).toBe('MALLOC_ARENA_MAX=2')
+    expect(readFileSync('bin/meshd.js', 'utf8')).toContain("const AGENT_ENV = { MALLOC_ARENA_MAX: '2' }")
   })
 
   it('restarts on failure, keeps wireguard-go across restarts, and has its state and runtime directories', () => {

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/logging/logger.js'
-import { createPathController, type ProbeSource } from '../../src/paths/controller.js'
+import { createPathController, type IntervalTimers, type ProbeSource } from '../../src/paths/controller.js'
 import type { LinkStats, ProbeChangeEvent, RelayedStats } from '../../src/probe/types.js'
 
 function fakeProbes() {
@@ -79,5 +79,143 @@ describe('path controller', () => {
     controller.evaluate()
     controller.setTopology([], [])
     expect(controller.choices().size).toBe(0)
+  })
+
+  describe('ticks (injected timer, versioned fake prober)', () => {
+    /** A prober whose version the test moves, counting snapshots (one per selection run), and a timer the test fires. */
+    function rig(options: { maxSkipMs?: number } = {}) {
+      const probes = fakeProbes()
+      let version = 0
+      let snapshots = 0
+      const source: ProbeSource = {
+        ...probes.source,
+        snapshot: () => {
+          snapshots++
+          return probes.state.snapshot
+        },
+        version: () => version,
+      }
+      let tick: (() => void) | undefined
+      let cleared = false
+      const timers: IntervalTimers = {
+        setInterval: (callback) => {
+          tick = callback
+          return 1
+        },
+        clearInterval: () => {
+          cleared = true
+        },
+      }
+      const clock = { now: 0 }
+      let replans = 0
+      const controller = createPathController({ tickMs: 250, ...options }, { probes: source, logger: createLogger({ level: 'silent' }), now: () => clock.now, onPathsChanged: () => replans++, timers })
+      const abort = new AbortController()
+      controller.setTopology([], ['b', 'c'])
+      probes.state.snapshot.links.set('b', link('b', 20))
+      probes.state.snapshot.links.set('c', link('c', 85))
+      controller.start(abort.signal)
+      const fire = (times = 1): void => {
+        for (let i = 0; i < times; i++) {
+          clock.now += 250
+          tick?.()
+        }
+      }
+      return {
+        probes,
+        controller,
+        abort,
+        clock,
+        fire,
+        bump: () => version++,
+        snapshots: () => snapshots,
+        replans: () => replans,
+        cleared: () => cleared,
+      }
+    }
+
+    it('a tick with nothing new does not re-run selection; a changed measurement does, and moves traffic', () => {
+      const r = rig()
+      r.fire()
+      const first = r.snapshots()
+      expect(first).toBe(1)
+      r.fire(5)
+      expect(r.snapshots()).toBe(first)
+      // C gets a relay 50 ms faster forward: the version moves, the next tick decides, and the hold starts.
+      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
+      r.bump()
+      r.fire()
+      expect(r.snapshots()).toBe(first + 1)
+      expect(r.controller.choices().get('c')).toEqual({ via: null })
+      // While the switch is held, every tick decides even though nothing is measured anew, so the hold ends on time.
+      r.fire(16)
+      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
+      expect(r.replans()).toBe(1)
+      const afterSwitch = r.snapshots()
+      r.fire(3)
+      expect(r.snapshots()).toBe(afterSwitch)
+      r.abort.abort()
+      expect(r.cleared()).toBe(true)
+    })
+
+    it('a link death re-decides at once, without waiting for a tick', () => {
+      const r = rig()
+      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
+      r.fire(20)
+      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
+      const before = r.snapshots()
+      r.probes.state.snapshot.links.set('b', link('b', 20, false))
+      r.probes.emit({ kind: 'link-dead', peerId: 'b' })
+      expect(r.snapshots()).toBe(before + 1)
+      expect(r.controller.choices().get('c')).toEqual({ via: null })
+      expect(r.replans()).toBe(2)
+      r.abort.abort()
+    })
+
+    it('a topology change re-decides at the next tick', () => {
+      const r = rig()
+      r.fire()
+      const before = r.snapshots()
+      r.probes.state.snapshot.links.set('d', link('d', 10))
+      r.controller.setTopology([], ['b', 'c', 'd'])
+      r.fire()
+      expect(r.snapshots()).toBe(before + 1)
+      expect(r.controller.choices().has('d')).toBe(true)
+      r.fire(3)
+      expect(r.snapshots()).toBe(before + 1)
+      r.abort.abort()
+    })
+
+    it('re-decides at least every maxSkipMs as a backstop', () => {
+      const r = rig({ maxSkipMs: 1_000 })
+      r.fire()
+      expect(r.snapshots()).toBe(1)
+      r.fire(3)
+      expect(r.snapshots()).toBe(1)
+      r.fire()
+      expect(r.snapshots()).toBe(2)
+      r.abort.abort()
+    })
+
+    it('a prober without versions is read on every tick', () => {
+      const probes = fakeProbes()
+      let snapshots = 0
+      let tick: (() => void) | undefined
+      const controller = createPathController(
+        {},
+        {
+          probes: { ...probes.source, snapshot: () => (snapshots++, probes.state.snapshot) },
+          logger: createLogger({ level: 'silent' }),
+          now: () => 0,
+          onPathsChanged: () => undefined,
+          timers: { setInterval: (callback) => ((tick = callback), 1), clearInterval: () => undefined },
+        },
+      )
+      controller.setTopology([], ['b'])
+      const abort = new AbortController()
+      controller.start(abort.signal)
+      for (let i = 0; i < 3; i++) tick?.()
+      expect(snapshots).toBe(3)
+      abort.abort()
+    })
   })
 })

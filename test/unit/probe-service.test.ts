@@ -151,6 +151,49 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('version moves whenever what a snapshot says about a path changes, and stays put between probe outcomes', async () => {
+    const { network, services, controller } = scenario()
+    const a = services.a
+    // What path selection reads from a snapshot: everything except the byte counters and lastReplyAt.
+    const paths = (): string => {
+      const snapshot = a.snapshot()
+      const links = [...snapshot.links.values()].map(({ peerId, alive, rttMs, jitterMs, lossPct, samples }) => [peerId, alive, rttMs, jitterMs, lossPct, samples])
+      const relayed = [...snapshot.relayed.values()].flatMap((toward) => [...toward.values()])
+      return JSON.stringify([links, relayed])
+    }
+    let seen = { version: a.version(), paths: paths() }
+    let unchangedSteps = 0
+    let changes = 0
+    const step = async (ms: number): Promise<void> => {
+      for (let waited = 0; waited < ms; waited += 10) {
+        await vi.advanceTimersByTimeAsync(10)
+        const now = { version: a.version(), paths: paths() }
+        if (now.paths !== seen.paths) {
+          changes++
+          expect(now.version, 'paths changed but the version did not').not.toBe(seen.version)
+        }
+        if (now.version === seen.version) unchangedSteps++
+        seen = now
+      }
+    }
+    await step(3_000)
+    a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    expect(a.version(), 'a new relay candidate').not.toBe(seen.version)
+    await step(3_000)
+    a.setActive(ids.c, true)
+    network.cut('a', 'c')
+    await step(3_000)
+    expect(a.snapshot().links.get(ids.c)?.alive).toBe(false)
+    const before = a.version()
+    a.setLinks(network.linksOf('a', ids).filter((link) => link.peerId !== ids.b))
+    expect(a.version(), 'a link removed').not.toBe(before)
+    await step(1_000)
+    expect(changes).toBeGreaterThan(10)
+    // Most 10 ms steps see no probe outcome: the version is not bumped by time or by sending.
+    expect(unchangedSteps).toBeGreaterThan(500)
+    controller.abort()
+  })
+
   it('probes every relay toward a peer at once when its direct link dies', async () => {
     const { network, services, events, controller } = scenario()
     services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
