@@ -64,44 +64,42 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
   const { node, clock } = components
   const log = components.logger.child({ component: 'join' })
   const reasons: string[] = []
-  for (const address of init.token.bootstrap) {
+  /** One member asked; its admission chain is checked to lead from the founder to this node. Undefined when refused (reason kept). */
+  const attempt = async (who: string, ask: (signal: AbortSignal) => Promise<Admission[]>): Promise<Admission[] | undefined> => {
     options.signal.throwIfAborted()
-    const signal = AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)])
     try {
-      const admissions = await askMember(address, init.tokenText, node, { signal })
+      const admissions = await ask(AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)]))
       const problem = checkAdmissionChain(createRecordStore(init.token.network), node.nodeId, admissions, clock.now())
       if (problem !== undefined) throw new ProtocolError('bad-admission', `the member's admission does not hold: ${problem}`)
-      log.info({ bootstrap: address, depth: admissions.length }, 'admitted to the network')
       return admissions
     } catch (error) {
       options.signal.throwIfAborted()
-      const reason = `${address}: ${error instanceof Error ? error.message : 'failed'}`
-      log.debug({ bootstrap: address, reason }, 'join attempt failed')
+      const reason = `${who}: ${error instanceof Error ? error.message : 'failed'}`
+      log.debug({ member: who, reason }, 'join attempt failed')
       reasons.push(reason)
+      return undefined
     }
+  }
+  for (const address of init.token.bootstrap) {
+    const admissions = await attempt(address, (signal) => askMember(address, init.tokenText, node, { signal }))
+    if (admissions === undefined) continue
+    log.info({ bootstrap: address, depth: admissions.length }, 'admitted to the network')
+    return admissions
   }
   // Hosts found by discovery: the token's addresses may be stale or unreachable from here while a member sits on this LAN.
   const asked = new Set<NodeId>()
   const deadline = clock.now() + (init.discoveryWaitMs ?? 0)
   while (clock.now() < deadline) {
-    options.signal.throwIfAborted()
     const member = node.connectedPeers().find((peer) => !asked.has(peer))
     if (member === undefined) {
       await waitFor(DISCOVERY_POLL_MS, options.signal)
       continue
     }
     asked.add(member)
-    const signal = AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)])
-    try {
-      const admissions = await askConnected(member, init.tokenText, node, { signal })
-      const problem = checkAdmissionChain(createRecordStore(init.token.network), node.nodeId, admissions, clock.now())
-      if (problem !== undefined) throw new ProtocolError('bad-admission', `the member's admission does not hold: ${problem}`)
-      log.info({ member, depth: admissions.length }, 'admitted to the network by a host found by discovery')
-      return admissions
-    } catch (error) {
-      options.signal.throwIfAborted()
-      reasons.push(`${member} (found by mDNS): ${error instanceof Error ? error.message : 'failed'}`)
-    }
+    const admissions = await attempt(`${member} (found by discovery)`, (signal) => askConnected(member, init.tokenText, node, { signal }))
+    if (admissions === undefined) continue
+    log.info({ member, depth: admissions.length }, 'admitted to the network by a host found by discovery')
+    return admissions
   }
   throw new JoinRefusedError(reasons)
 }
