@@ -322,7 +322,8 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     node.addEventListener('transport:listening', () => {
       node.services.addresses.confirmListening(OWN_ADDRESS_TTL_MS)
     })
-    // libp2p does not dial what discovery finds; members want a connection to every host mDNS reports.
+    // libp2p does not dial what discovery finds. With mDNS on, dial every newly discovered peer: those mDNS reports,
+    // and members the peer store learns of from records (members anyway); the pnet key keeps out everyone else.
     if (init.mdns === true) {
       node.addEventListener('peer:discovery', (event) => {
         const found = event.detail.id
