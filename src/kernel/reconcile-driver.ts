@@ -8,7 +8,7 @@
 // Output: one JSON object per line. Keys never appear in it.
 
 import { createInterface } from 'node:readline'
-import { createLogger } from '../logging/logger.js'
+import { createLogger, parseLogLevel } from '../logging/logger.js'
 import { decodeDesiredState } from './decode.js'
 import { startDriftRepair } from './drift.js'
 import { openKernelLayer } from './open.js'
@@ -37,7 +37,7 @@ async function main(argv: string[]): Promise<number> {
   const [command = '', ...rest] = argv
   const backendFlag = rest.indexOf('--backend')
   const preference = (backendFlag >= 0 ? rest[backendFlag + 1] : 'auto') as WireguardPreference
-  const logger = createLogger({ destination: process.stderr, pretty: false, level: process.env.MESHD_LOG_LEVEL ?? 'warn' })
+  const logger = createLogger({ destination: process.stderr, pretty: false, level: parseLogLevel(process.env.MESHD_LOG_LEVEL, 'warn') })
   const controller = new AbortController()
   process.on('SIGTERM', () => {
     controller.abort()

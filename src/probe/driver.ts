@@ -12,7 +12,7 @@
 // The service stops when stdin closes or on SIGTERM.
 
 import { createInterface } from 'node:readline'
-import { createLogger } from '../logging/logger.js'
+import { createLogger, parseLogLevel } from '../logging/logger.js'
 import { createProbeService } from './service.js'
 import type { ProbeLink, ProbeSnapshot } from './types.js'
 
@@ -37,7 +37,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write('usage: driver.js <selfId> [port]\n')
     return 2
   }
-  const logger = createLogger({ destination: process.stderr, pretty: false, level: process.env.MESHD_LOG_LEVEL ?? 'warn' })
+  const logger = createLogger({ destination: process.stderr, pretty: false, level: parseLogLevel(process.env.MESHD_LOG_LEVEL, 'warn') })
   const controller = new AbortController()
   process.on('SIGTERM', () => {
     controller.abort()

@@ -10,7 +10,7 @@
 // Keys are plain base64 strings in the input; output never contains a key.
 
 import { readFileSync, readdirSync } from 'node:fs'
-import { createLogger } from '../../logging/logger.js'
+import { createLogger, parseLogLevel } from '../../logging/logger.js'
 import { Secret } from '../../logging/secret.js'
 import { KernelError } from '../port.js'
 import type { Endpoint, WireguardDevice } from '../types.js'
@@ -66,7 +66,7 @@ function zombieChildren(): number {
 
 /** Runs the commands in order and returns their results; stops at the first failure. */
 async function run(commands: DriverCommand[]): Promise<{ results: unknown[]; error?: unknown }> {
-  const logger = createLogger({ destination: process.stderr, level: process.env.MESHD_LOG_LEVEL ?? 'warn' })
+  const logger = createLogger({ destination: process.stderr, level: parseLogLevel(process.env.MESHD_LOG_LEVEL, 'warn') })
   const backend = createUserspaceBackend({ logger })
   const signal = AbortSignal.timeout(30_000)
   const results: unknown[] = []
