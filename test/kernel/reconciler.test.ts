@@ -143,9 +143,11 @@ ip -n A link set user0 up
 ip -n A route add 198.51.100.0/24 via 192.0.2.254 dev eth0
 ip -n A route add 203.0.113.0/24 via 192.0.2.254 dev eth0 table 7300
 ip -n A rule add priority 7310 from 192.0.2.0/24 lookup 100
-# Both veth ends report carrier once both are up; the "before" dumps must not race it.
+# Both veth ends report carrier once both are up, and the kernel marks a link running (no NO-CARRIER) and gives
+# it an IPv6 link-local address up to a second after LOWER_UP (linkwatch): the "before" dumps must not race any of it.
+settled() { ip -n $1 link show eth0 | grep -q LOWER_UP && ! ip -n $1 link show eth0 | grep -q NO-CARRIER && ip -n $1 -6 addr show dev eth0 | grep -q 'inet6 fe80'; }
 deadline=$(( $(date +%s) + 10 ))
-until { ip -n A link show eth0 | grep -q LOWER_UP && ip -n B link show eth0 | grep -q LOWER_UP; } || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
+until { settled A && settled B; } || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
 put userBeforeA "$(dump A)"
 put userBeforeB "$(dump B)"
 
