@@ -7,6 +7,7 @@
 // never from the request, so an admission can only be obtained for the key
 // that holds the connection.
 
+import { setTimeout as delay } from 'node:timers/promises'
 import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../logging/logger.js'
 import type { Secret } from '../logging/secret.js'
@@ -92,7 +93,10 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
   while (clock.now() < deadline) {
     const member = node.connectedPeers().find((peer) => !asked.has(peer))
     if (member === undefined) {
-      await waitFor(DISCOVERY_POLL_MS, options.signal)
+      // Node's abortable timer; an abort surfaces as the caller's own reason, like every other step here.
+      await delay(DISCOVERY_POLL_MS, undefined, { signal: options.signal }).catch(() => {
+        options.signal.throwIfAborted()
+      })
       continue
     }
     asked.add(member)
@@ -105,20 +109,6 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
 }
 
 const DISCOVERY_POLL_MS = 200
-
-function waitFor(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(signal.reason as Error)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
-}
 
 async function askMember(address: string, tokenText: Secret<string>, node: MembershipNode, options: SignalOptions): Promise<Admission[]> {
   return askConnected(await node.dial(address, options), tokenText, node, options)
