@@ -43,6 +43,13 @@ export interface RequestAdmissionInit {
   /** Per bootstrap address; default 10 s. */
   attemptTimeoutMs?: number
   /**
+   * A round of the bootstrap addresses that failed only because members were
+   * slow or shed the connection (a timeout, a reset) is tried again, after a
+   * pause that grows from 1 s to 8 s, until this long after the first attempt.
+   * A refusal or an unreachable address ends the join at once. Default 60 s.
+   */
+  retryForMs?: number
+  /**
    * When every bootstrap address failed: how long to wait for hosts that
    * discovery (mDNS) connects, and ask each of them. Default 0: no waiting.
    */
@@ -64,28 +71,43 @@ export interface RequestAdmissionComponents {
 export async function requestAdmission(init: RequestAdmissionInit, components: RequestAdmissionComponents, options: SignalOptions): Promise<Admission[]> {
   const { node, clock } = components
   const log = components.logger.child({ component: 'join' })
-  const reasons: string[] = []
-  /** One member asked; its admission chain is checked to lead from the founder to this node. Undefined when refused (reason kept). */
-  const attempt = async (who: string, ask: (signal: AbortSignal) => Promise<Admission[]>): Promise<Admission[] | undefined> => {
+  /** The latest failure per member asked, in the order first asked: one line each in the error. */
+  const reasons = new Map<string, string>()
+  /** One member asked; its admission chain is checked to lead from the founder to this node. Refused: the reason is kept and `transient` says whether asking again may help. */
+  const attempt = async (who: string, ask: (signal: AbortSignal) => Promise<Admission[]>): Promise<Admission[] | { transient: boolean }> => {
     options.signal.throwIfAborted()
+    const timeout = AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)
     try {
-      const admissions = await ask(AbortSignal.any([options.signal, AbortSignal.timeout(init.attemptTimeoutMs ?? 10_000)]))
+      const admissions = await ask(AbortSignal.any([options.signal, timeout]))
       const problem = checkAdmissionChain(createRecordStore(init.token.network), node.nodeId, admissions, clock.now())
       if (problem !== undefined) throw new ProtocolError('bad-admission', `the member's admission does not hold: ${problem}`)
       return admissions
     } catch (error) {
       options.signal.throwIfAborted()
-      const reason = `${who}: ${error instanceof Error ? error.message : 'failed'}`
+      const message = error instanceof Error ? error.message : 'failed'
+      const reason = `${who}: ${message}`
       log.debug({ member: who, reason }, 'join attempt failed')
-      reasons.push(reason)
-      return undefined
+      reasons.set(who, reason)
+      // A busy member: too slow to answer, or libp2p shedding inbound connections over its rate limit.
+      return { transient: timeout.aborted || /ECONNRESET/.test(message) }
     }
   }
-  for (const address of init.token.bootstrap) {
-    const admissions = await attempt(address, (signal) => askMember(address, init.tokenText, node, { signal }))
-    if (admissions === undefined) continue
-    log.info({ bootstrap: address, depth: admissions.length }, 'admitted to the network')
-    return admissions
+  const giveUpAt = clock.now() + (init.retryForMs ?? 60_000)
+  for (let round = 1, pauseMs = RETRY_FIRST_PAUSE_MS; ; round++, pauseMs = Math.min(pauseMs * 2, RETRY_MAX_PAUSE_MS)) {
+    let transient = false
+    for (const address of init.token.bootstrap) {
+      const result = await attempt(address, (signal) => askMember(address, init.tokenText, node, { signal }))
+      if (Array.isArray(result)) {
+        log.info({ bootstrap: address, depth: result.length, round }, 'admitted to the network')
+        return result
+      }
+      transient ||= result.transient
+    }
+    if (!transient || clock.now() + pauseMs > giveUpAt) break
+    log.info({ round, retryInMs: pauseMs }, 'no bootstrap member answered in time; asking again')
+    await delay(pauseMs, undefined, { signal: options.signal }).catch(() => {
+      options.signal.throwIfAborted()
+    })
   }
   // Hosts found by discovery: the token's addresses may be stale or unreachable from here while a member sits on this LAN.
   const asked = new Set<NodeId>()
@@ -101,14 +123,16 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
     }
     asked.add(member)
     const admissions = await attempt(`${member} (found by discovery)`, (signal) => askConnected(member, init.tokenText, node, { signal }))
-    if (admissions === undefined) continue
+    if (!Array.isArray(admissions)) continue
     log.info({ member, depth: admissions.length }, 'admitted to the network by a host found by discovery')
     return admissions
   }
-  throw new JoinRefusedError(reasons)
+  throw new JoinRefusedError([...reasons.values()])
 }
 
 const DISCOVERY_POLL_MS = 200
+const RETRY_FIRST_PAUSE_MS = 1_000
+const RETRY_MAX_PAUSE_MS = 8_000
 
 async function askMember(address: string, tokenText: Secret<string>, node: MembershipNode, options: SignalOptions): Promise<Admission[]> {
   return askConnected(await node.dial(address, options), tokenText, node, options)
