@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint'
 const nodeGlobals = {
   process: 'readonly', console: 'readonly', URL: 'readonly', Buffer: 'readonly',
   setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly',
-  AbortSignal: 'readonly', TextEncoder: 'readonly', TextDecoder: 'readonly',
+  AbortSignal: 'readonly', TextEncoder: 'readonly', TextDecoder: 'readonly', fetch: 'readonly', WebSocket: 'readonly',
 }
 
 export default tseslint.config(

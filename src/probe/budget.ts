@@ -2,7 +2,7 @@
 // docs/paths.md states figures a test keeps honest (test/unit/probe-budget.test.ts).
 
 import { encodeProbePacket } from './codec.js'
-import { ACTIVE_INTERVAL_MS, IDLE_INTERVAL_MS, RELAY_ACTIVE_INTERVAL_MS, RELAY_IDLE_INTERVAL_MS } from './schedule.js'
+import { ACTIVE_INTERVAL_MS, IDLE_INTERVAL_MS, RELAY_ACTIVE_INTERVAL_MS, RELAY_IDLE_INTERVAL_MS, RELAY_PROBE_RATE } from './schedule.js'
 
 /** A libp2p PeerId string (Ed25519) is 52 characters. */
 const NODE_ID = '12D3KooW' + 'x'.repeat(44)
@@ -49,7 +49,10 @@ export interface ProbeBudget {
 
 export function probeBudget(options: { peers: number; relaysPerDestination: number; active: boolean }): ProbeBudget {
   const directRate = 1000 / mean(options.active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS)
-  const relayRate = 1000 / mean(options.active ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS)
+  // Per (destination, relay) pair, within the node's cap on all its relayed probes together.
+  const pairs = options.peers * options.relaysPerDestination
+  const cap = options.active ? RELAY_PROBE_RATE.fastPerSecond : RELAY_PROBE_RATE.idlePerSecond
+  const relayRate = Math.min(1000 / mean(options.active ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS), pairs > 0 ? cap / pairs : Number.POSITIVE_INFINITY)
   const p = PROBE_PAYLOAD_BYTES
   const directPerPeer = directRate * (wireBytes(p.echoRequest) + wireBytes(p.echoReply))
   const relayedProbeBytes = wireBytes(p.relayRequest) + wireBytes(p.relayForward) + wireBytes(p.relayReply)

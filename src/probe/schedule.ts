@@ -57,10 +57,34 @@ export function directProbeDelayMs(active: boolean, random: number): number {
   return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
 }
 
-export function relayProbeDelayMs(situation: { destinationActive: boolean; directAlive: boolean; inUse?: boolean }, random: number): number {
+/**
+ * All of one node's relayed probes together, per second: at most `idle` to
+ * (destination, relay) pairs probed slowly and `fast` to pairs probed fast;
+ * past that, every pair's interval stretches (pairs ÷ rate). Without a cap a
+ * node's relayed probing grows with destinations × relays, and in a mesh every
+ * node is requester, relay and destination alike: at 20 peers and 3 relays,
+ * 60 pairs at 5 s were ~36 packets a second per node, the largest part of an
+ * idle agent's CPU. The relay carrying an active destination's traffic is not
+ * capped: its death must be noticed within a second.
+ */
+export const RELAY_PROBE_RATE = { idlePerSecond: 4, fastPerSecond: 20 } as const
+
+export interface RelayProbeSituation {
+  destinationActive: boolean
+  directAlive: boolean
+  inUse?: boolean
+  /** How many (destination, relay) pairs this node probes slowly and fast now; omitted: no cap. */
+  pairs?: { idle: number; fast: number }
+}
+
+export function relayProbeDelayMs(situation: RelayProbeSituation, random: number): number {
   if (situation.inUse === true && situation.destinationActive) return jitteredDelayMs(RELAY_IN_USE_INTERVAL_MS, random)
   const fast = situation.destinationActive || !situation.directAlive
-  return jitteredDelayMs(fast ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS, random)
+  const range = fast ? RELAY_ACTIVE_INTERVAL_MS : RELAY_IDLE_INTERVAL_MS
+  const pairs = fast ? situation.pairs?.fast : situation.pairs?.idle
+  const cappedMs = pairs === undefined ? 0 : (pairs * 1000) / (fast ? RELAY_PROBE_RATE.fastPerSecond : RELAY_PROBE_RATE.idlePerSecond)
+  // ±10 % around the capped interval, like the ranges, so pairs do not fall into step.
+  return jitteredDelayMs(cappedMs > range.min ? { min: cappedMs * 0.9, max: cappedMs * 1.1 } : range, random)
 }
 
 /**

@@ -151,6 +151,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   /** Kept apart from the links, so setActive may come before setLinks and survives a link's re-addressing. */
   const activePeers = new Set<string>()
   let nextSeq = Math.floor(random() * 0x1_0000_0000) >>> 0
+  /** Relay pairs probed slowly and fast (they set each pair's interval under RELAY_PROBE_RATE), counted at most once a second. */
+  let pairCounts = { idle: 0, fast: 0, at: Number.NEGATIVE_INFINITY }
   /** See ProbeService.version: bumped by every change to an estimator, a return leg or the sets of links and relays. */
   let version = 0
   const changed = (): void => {
@@ -198,6 +200,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   function applyDirectTransition(entry: LinkEntry, transition: Transition): void {
     if (transition === undefined) return
     const peerId = entry.link.peerId
+    pairCounts.at = Number.NEGATIVE_INFINITY
     if (transition === 'dead') logger.info({ peer: peerId, lossPct: lossPct(entry.estimator) }, 'probe: link dead')
     else logger.info({ peer: peerId, rttMs: entry.estimator.srttMs }, 'probe: link alive')
     // Relayed probes to this peer change their return leg before anyone hears of it,
@@ -344,7 +347,20 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     relayEntry.probeTimer = timers.setTimeout(() => {
       relayEntry.probeTimer = undefined
       sendRelayProbeNow(relayEntry)
-    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay }, random()))
+    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay, pairs: relayPairCounts() }, random()))
+  }
+
+  function relayPairCounts(): { idle: number; fast: number } {
+    const at = elapsed()
+    if (at - pairCounts.at < 1000) return pairCounts
+    let idle = 0
+    let fast = 0
+    for (const [destination, toward] of relays) {
+      if (activePeers.has(destination) || !directAlive(destination)) fast += toward.size
+      else idle += toward.size
+    }
+    pairCounts = { idle, fast, at }
+    return pairCounts
   }
 
   function stopRelay(relayEntry: RelayEntry): void {
@@ -586,6 +602,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
 
     setRelayCandidates(candidates) {
       if (closing.signal.aborted) return
+      pairCounts.at = Number.NEGATIVE_INFINITY
       for (const [destination, toward] of relays) {
         const wantedRelays = new Set(candidates.get(destination) ?? [])
         for (const [relay, relayEntry] of toward) {
@@ -621,6 +638,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (activePeers.has(peerId) === active) return
       if (active) activePeers.add(peerId)
       else activePeers.delete(peerId)
+      pairCounts.at = Number.NEGATIVE_INFINITY
       if (!active) return
       // Going active: the next probe comes within the active interval, not after the rest of an idle one;
       // relayed probes toward this peer speed up too.

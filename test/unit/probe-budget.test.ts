@@ -21,10 +21,13 @@ describe('probe budget', () => {
   })
 
   it.each([
-    { active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 43_006 },
-    { active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 1320, perNode: 232_509 },
-  ])('the figures in docs/paths.md: active=$active, $relays relays per destination, 100 nodes', ({ active, relays, directPerPeer, relayPerPeer, perNode }) => {
-    const budget = probeBudget({ peers: 99, relaysPerDestination: relays, active })
+    { peers: 99, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 19.6, perNode: 16_192 },
+    { peers: 99, active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 97.8, perNode: 111_509 },
+    { peers: 20, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 96.8, perNode: 4_816 },
+    // Below the cap (6 pairs): every pair at its own interval.
+    { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 869 },
+  ])('the figures in docs/paths.md: active=$active, $relays relays per destination, $peers peers', ({ peers, active, relays, directPerPeer, relayPerPeer, perNode }) => {
+    const budget = probeBudget({ peers, relaysPerDestination: relays, active })
     expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)
     expect(budget.relayPerPeer).toBeCloseTo(relayPerPeer, 0)
     expect(Math.round(budget.perNode)).toBe(perNode)
@@ -71,5 +74,38 @@ describe('probe budget', () => {
         expect(sentPerSecond / expected, node).toBeLessThan(1.1)
       }
     })
+  })
+})
+
+describe('relayed probing is capped per node', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 0 })
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('60 fast pairs (20 destinations whose direct link is dead, 3 relays each) get 20 probes a second between them, not 60 every 1.1 s', async () => {
+    const now = (): number => Date.now()
+    const network = new FakeProbeNetwork(now)
+    const peers = Array.from({ length: 20 }, (_, i) => `p${i}`)
+    // Base58 letters other than a, b and c's.
+    const peerIds = Object.fromEntries(peers.map((p, i) => [p, `12D3KooW${'DEFGHJKLMNPQRSTUVWXYZ'.charAt(i).repeat(44)}`]))
+    for (const peer of peers) network.link('a', peer, 5, 5)
+    const controller = new AbortController()
+    // Only a runs a service: its peers never answer, so every direct link goes dead and every pair is probed fast.
+    const service = createProbeService({ selfId: ids.a, logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory('a') }, controller.signal)
+    service.setLinks(network.linksOf('a', peerIds))
+    service.setRelayCandidates(new Map(peers.map((destination, i) => [peerIds[destination] ?? '', [1, 2, 3].map((k) => peerIds[peers[(i + k) % peers.length] ?? ''] ?? '')])))
+    await vi.advanceTimersByTimeAsync(30_000)
+    const before = (network.payloadsBy.get('a') ?? []).filter((size) => size === PROBE_PAYLOAD_BYTES.relayRequest).length
+    const seconds = 120
+    await vi.advanceTimersByTimeAsync(seconds * 1000)
+    const relayRequests = (network.payloadsBy.get('a') ?? []).filter((size) => size === PROBE_PAYLOAD_BYTES.relayRequest).length - before
+    expect(service.snapshot().links.get(peerIds.p0 ?? '')?.alive).toBe(false)
+    controller.abort()
+    // Uncapped, 60 pairs every 1–1.2 s would be ~55 a second.
+    expect(relayRequests / seconds).toBeGreaterThan(20 * 0.8)
+    expect(relayRequests / seconds).toBeLessThan(20 * 1.1)
   })
 })
