@@ -88,8 +88,9 @@ export async function requestAdmission(init: RequestAdmissionInit, components: R
       const reason = `${who}: ${message}`
       log.debug({ member: who, reason }, 'join attempt failed')
       reasons.set(who, reason)
-      // A busy member: too slow to answer, or libp2p shedding inbound connections over its rate limit.
-      return { transient: timeout.aborted || /ECONNRESET/.test(message) }
+      // A busy member: too slow to answer (our deadline or libp2p's dial timeout), or shedding inbound connections over its rate limit.
+      const timedOut = timeout.aborted || (error instanceof Error && error.name === 'TimeoutError') || /aborted due to timeout/.test(message)
+      return { transient: timedOut || /ECONNRESET/.test(message) }
     }
   }
   const giveUpAt = clock.now() + (init.retryForMs ?? 60_000)

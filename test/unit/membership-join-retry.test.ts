@@ -54,6 +54,12 @@ describe('requestAdmission retries', () => {
     expect(dials()).toBe(2)
   })
 
+  it("asks again after libp2p's own dial timeout", async () => {
+    const { node, dials } = fakeNode((attempt) => Promise.reject(attempt === 1 ? new DOMException('The operation was aborted due to timeout', 'TimeoutError') : new Error('refused: no')))
+    await expect(ask(node, 5_000)).rejects.toThrow(/refused: no/)
+    expect(dials()).toBe(2)
+  })
+
   it('does not ask again when the member is unreachable or refused', async () => {
     for (const message of ['connect ECONNREFUSED 192.0.2.10:4001', 'refused: the token has expired']) {
       const { node, dials } = fakeNode(() => Promise.reject(new Error(message)))
