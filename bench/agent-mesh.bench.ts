@@ -129,5 +129,11 @@ it(`agent: idle RSS and CPU in a real ${HOSTS}-host mesh (${HOSTS - 1} live peer
     `load avg ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`
   recordBenchmark({ name: `agent-idle-rss-${HOSTS - 1}-live`, figure: `${(median.rss / bareRss).toFixed(2)}x a bare node (median agent)`, detail: `${detail}; target ≤ 100 MB` })
   recordBenchmark({ name: `agent-idle-cpu-${HOSTS - 1}-live`, figure: `${median.cpu.toFixed(2)} % of a core, median agent (bare node ${bareCpu.toFixed(2)} %)`, detail: `${detail}; target < 1 %` })
+  // MESHD_BENCH_KEEP_S: leave the mesh up that long after the figures, to look at it (bench/support/cpu-profile.mjs).
+  const keepS = Number(process.env.MESHD_BENCH_KEEP_S ?? 0)
+  if (keepS > 0) {
+    console.log(`agent-mesh bench: keeping the mesh up for ${keepS} s (state under ${lab.root})`)
+    await delay(keepS * 1000)
+  }
   expect(stillUp).toBe(HOSTS)
 })
