@@ -183,8 +183,10 @@ function linkCreationRank(link: Link): number {
  * WireGuard ones, then the rest, masters first), WireGuard configuration,
  * sysctls, addresses, new WireGuard links' MTU and up, routes, rules — all
  * additions and changes — then deletions in reverse (rules, routes, addresses,
- * links). Objects meshd does not own are never touched. `desired` must have
- * passed validateDesiredState.
+ * links). On wireguard-go with persistent tuns, new links' tuns come first,
+ * and their processes start only after the rules, followed by their
+ * configuration and any MTU other than wireguard-go's. Objects meshd does not
+ * own are never touched. `desired` must have passed validateDesiredState.
  */
 export function planOperations(observed: ObservedState, desired: DesiredState, options: PlanOptions): Operation[] {
   const adds: Operation[] = []
