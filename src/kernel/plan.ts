@@ -26,6 +26,8 @@ export type Operation =
   | { op: 'linkAdd'; link: Link }
   | { op: 'linkSet'; name: string; change: LinkChange }
   | { op: 'linkDel'; name: string }
+  /** Userspace WireGuard: create the (persistent) tun a wireguard-go process will attach to. */
+  | { op: 'tunAdd'; name: string }
   /** Start (userspace) WireGuard for a link; kernel WireGuard links come from linkAdd. */
   | { op: 'wgEnsure'; name: string }
   | { op: 'wgSet'; device: WireguardDevice }
@@ -48,7 +50,22 @@ export interface PlanOptions {
    * k wake-ups: waves cost about N²/2 of them, all-links-first N².
    */
   wireguardWave?: number
+  /**
+   * Userspace backend: 'persistent' (default) creates new links as persistent
+   * tun devices and does all their kernel work (MTU, up, addresses, routes,
+   * rules) before any new wireguard-go runs, then starts the processes (each
+   * attaches to its tun) and configures them; 'wireguard-go' lets each process
+   * create its own tun, in waves (the fallback when iproute2 is missing).
+   */
+  userspaceTuns?: 'persistent' | 'wireguard-go'
 }
+
+/**
+ * The MTU wireguard-go 0.0.20220316 sets on its tun as it opens it (DefaultMTU,
+ * not configurable). A persistent tun is set to it before the process starts,
+ * so that attaching changes nothing; another wanted MTU is set after the start.
+ */
+export const WIREGUARD_GO_MTU = 1420
 
 // ── Ownership ────────────────────────────────────────────────────────────────
 
@@ -166,8 +183,10 @@ function linkCreationRank(link: Link): number {
  * WireGuard ones, then the rest, masters first), WireGuard configuration,
  * sysctls, addresses, new WireGuard links' MTU and up, routes, rules — all
  * additions and changes — then deletions in reverse (rules, routes, addresses,
- * links). Objects meshd does not own are never touched. `desired` must have
- * passed validateDesiredState.
+ * links). On wireguard-go with persistent tuns, new links' tuns come first,
+ * and their processes start only after the rules, followed by their
+ * configuration and any MTU other than wireguard-go's. Objects meshd does not
+ * own are never touched. `desired` must have passed validateDesiredState.
  */
 export function planOperations(observed: ObservedState, desired: DesiredState, options: PlanOptions): Operation[] {
   const adds: Operation[] = []
@@ -184,9 +203,25 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
   // addresses, mtu + up): up without a listen port, wireguard-go binds a random one
   // that can take the port a later link is configured with; and a down wireguard-go
   // device does not yet wake on every route change in the namespace.
+  //
+  // On wireguard-go with persistent tuns, the kernel work is done before any new
+  // process runs: every running wireguard-go wakes on every link and address
+  // notification in the namespace (and, once up, every IPv4 route one), so a
+  // change made while none of them runs costs no wake-ups. New links are
+  // created as tuns, set to wireguard-go's MTU and up, addressed and routed
+  // (an admin-up tun without carrier takes routes, flagged linkdown); then the
+  // processes start, attach to their tun and come up at once, and are
+  // configured (see `starts` below).
+  const userspace = options.wireguardBackend === 'userspace'
+  const persistentTuns = userspace && (options.userspaceTuns ?? 'persistent') === 'persistent'
   const wireguardRecreates: Operation[] = []
   const wireguardCreates: Operation[] = []
   const afterAddresses: Operation[] = []
+  /** wireguard-go starts, their configuration and MTU, after every other addition (persistent tuns). */
+  const starts: Operation[] = []
+  const afterStarts: Operation[] = []
+  /** Links whose wireguard-go is (re)started: their device is empty whatever the cache says. */
+  const started = new Set<string>()
   for (const link of sortedLinks) {
     const have = observedLinks.get(link.name)
     const isWireguard = link.kind === 'wireguard'
@@ -195,7 +230,15 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
       recreated.add(link.name)
     }
     if (!have || recreated.has(link.name)) {
-      if (isWireguard && options.wireguardBackend === 'userspace') wireguardCreates.push({ op: 'wgEnsure', name: link.name })
+      if (isWireguard && persistentTuns) {
+        wireguardCreates.push({ op: 'tunAdd', name: link.name })
+        starts.push({ op: 'wgEnsure', name: link.name })
+        started.add(link.name)
+        afterAddresses.push({ op: 'linkSet', name: link.name, change: { mtu: WIREGUARD_GO_MTU, ...(link.up ? { up: true } : {}) } })
+        if (link.mtu !== undefined && link.mtu !== WIREGUARD_GO_MTU) afterStarts.push({ op: 'linkSet', name: link.name, change: { mtu: link.mtu } })
+        continue
+      }
+      if (isWireguard && userspace) wireguardCreates.push({ op: 'wgEnsure', name: link.name })
       else (isWireguard ? wireguardCreates : adds).push({ op: 'linkAdd', link: bareLink(link) })
       // A new link starts down, without master or MTU; set what is wanted in one step.
       const change: LinkChange = {}
@@ -205,20 +248,30 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
       if (Object.keys(change).length > 0) (isWireguard ? afterAddresses : adds).push({ op: 'linkSet', name: link.name, change })
       continue
     }
+    // A persistent tun whose wireguard-go exited (it has no carrier): start one again, which
+    // attaches to it, resets its MTU to wireguard-go's and comes up with an empty configuration.
+    const restart = isWireguard && userspace && have.carrier === false
     const change: LinkChange = {}
-    if (link.mtu !== undefined && have.mtu !== link.mtu) change.mtu = link.mtu
+    if (link.mtu !== undefined && have.mtu !== link.mtu && !(restart && link.mtu !== WIREGUARD_GO_MTU)) change.mtu = link.mtu
     if ((have.master ?? null) !== (link.master ?? null)) change.master = link.master ?? null
     if (have.up !== link.up) change.up = link.up
     if (Object.keys(change).length > 0) adds.push({ op: 'linkSet', name: link.name, change })
+    if (restart) {
+      starts.push({ op: 'wgEnsure', name: link.name })
+      started.add(link.name)
+      if (link.mtu !== undefined && link.mtu !== WIREGUARD_GO_MTU) afterStarts.push({ op: 'linkSet', name: link.name, change: { mtu: link.mtu } })
+    }
   }
   adds.unshift(...wireguardRecreates, ...wireguardCreates)
 
-  // WireGuard device configuration; a freshly (re)created device is always configured.
+  // WireGuard device configuration; a freshly (re)created or restarted device is always
+  // configured, right after its start when the start comes last.
   const observedDevices = new Map(observed.wireguard.map((d) => [d.name, d]))
+  const configureStarted: Operation[] = []
   for (const device of desired.wireguard) {
-    const fresh = !observedLinks.has(device.name) || recreated.has(device.name)
+    const fresh = !observedLinks.has(device.name) || recreated.has(device.name) || started.has(device.name)
     const have = observedDevices.get(device.name)
-    if (fresh || !have || wireguardDeviceDiffers(device, have)) adds.push({ op: 'wgSet', device })
+    if (fresh || !have || wireguardDeviceDiffers(device, have)) (started.has(device.name) ? configureStarted : adds).push({ op: 'wgSet', device })
   }
 
   // Sysctls: set what differs; meshd does not restore old values (forwarding stays on after teardown).
@@ -268,9 +321,12 @@ export function planOperations(observed: ObservedState, desired: DesiredState, o
     if (!wantRules.has(ruleKey(rule))) ruleDeletes.push({ op: 'ruleDel', rule: stripRule(rule) })
   }
 
+  // The processes start once everything else is added, then are configured, then get their MTU.
+  adds.push(...starts, ...configureStarted, ...afterStarts)
+
   const linkDeletes: Operation[] = [...linksToDelete].sort().map((name) => ({ op: 'linkDel', name }))
   const operations = [...adds, ...ruleDeletes, ...routeDeletes, ...deletes, ...linkDeletes]
-  return options.wireguardBackend === 'userspace' ? inWaves(operations, options.wireguardWave ?? 12) : operations
+  return userspace && !persistentTuns ? inWaves(operations, options.wireguardWave ?? 12) : operations
 }
 
 /**
@@ -347,6 +403,8 @@ export function describeOperation(operation: Operation): string {
     }
     case 'linkDel':
       return `ip link del ${operation.name}`
+    case 'tunAdd':
+      return `ip tuntap add dev ${operation.name} mode tun`
     case 'wgEnsure':
       return `wireguard-go ${operation.name}`
     case 'wgSet':

@@ -161,6 +161,23 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
     return failures
   }
 
+  /** Creates the tuns of new wireguard-go links, all in one go; returns each failure. */
+  async function createInterfaces(names: readonly string[], signal: AbortSignal): Promise<Map<string, Error>> {
+    if (wireguard.createInterfaces === undefined) throw new KernelError('tuntap add', 'EOPNOTSUPP', `the ${wireguard.kind} backend does not create tun devices`)
+    return wireguard.createInterfaces(names, { signal })
+  }
+
+  /** How new wireguard-go links are made, decided once: persistent tuns when iproute2 is there, else wireguard-go's own. */
+  let userspaceTuns: Promise<'persistent' | 'wireguard-go'> | undefined
+  function tunMode(): Promise<'persistent' | 'wireguard-go'> {
+    return (userspaceTuns ??= (async () => {
+      if (wireguard.kind !== 'userspace' || wireguard.createInterfaces === undefined) return 'wireguard-go'
+      if (await (wireguard.canCreateInterfaces?.() ?? Promise.resolve(true))) return 'persistent'
+      logger.warn('iproute2 (ip) not found: wireguard-go creates its own tun devices, and new links come up in waves (slower)')
+      return 'wireguard-go'
+    })())
+  }
+
   /** Executes one operation; wireguard-go links are deleted by runBatch, which stops their processes together. */
   async function execute(operation: Operation, signal: AbortSignal): Promise<void> {
     const options = { signal }
@@ -171,6 +188,11 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
         return rtnl.linkSet(operation.name, operation.change, options)
       case 'linkDel':
         return rtnl.linkDel(operation.name, options)
+      case 'tunAdd': {
+        const failure = (await createInterfaces([operation.name], signal)).get(operation.name)
+        if (failure !== undefined) throw failure
+        return
+      }
       case 'wgEnsure':
         return wireguard.ensureInterface(operation.name, options)
       case 'wgSet':
@@ -213,7 +235,7 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
       return entry !== undefined && entry.index === link.index && entry.digest === digests.get(device.name)
     }, false)
     if (full) lastFullRead = now()
-    const planned = planOperations(observed, desired, { wireguardBackend: wireguard.kind })
+    const planned = planOperations(observed, desired, { wireguardBackend: wireguard.kind, userspaceTuns: await tunMode() })
     const outcomes = new Map<number, Error | undefined>()
     const interfaces = interfaceList(signal)
     const settle = (operation: Operation, index: number, error: Error | undefined): void => {
@@ -232,17 +254,39 @@ export function createReconciler(init: ReconcilerInit, components: ReconcilerCom
       const rest = batch.filter((entry) => !stops.includes(entry))
       const stopFailures = await removeInterfaces(stops.map(({ operation }) => operationLink(operation) ?? ''), signal)
       for (const { operation, index } of stops) settle(operation, index, stopFailures.get(operationLink(operation) ?? ''))
+      if (batch[0]?.operation.op === 'tunAdd') {
+        // One ip process for all of them.
+        let created: Map<string, Error>
+        try {
+          created = await createInterfaces(batch.map(({ operation }) => operationLink(operation) ?? ''), signal)
+        } catch (error) {
+          const failure = error instanceof Error ? error : new Error(String(error))
+          created = new Map(batch.map(({ operation }) => [operationLink(operation) ?? '', failure]))
+        }
+        for (const { operation, index } of batch) settle(operation, index, created.get(operationLink(operation) ?? ''))
+        continue
+      }
       // Every wireguard-go process reads the namespace's link notifications, and exits when its
       // socket overflows (ENOBUFS): link changes go one at a time on that backend.
       const floods = wireguard.kind === 'userspace' && batch[0]?.operation.op === 'linkSet'
-      await forEachLimited(rest, floods ? 1 : concurrency, async ({ operation, index }) => {
+      // A wireguard-go that came up before its configuration holds a random port until its own
+      // set, which can be the one another device of the batch wants: a set refused for that is
+      // tried again, once, after every other set of the batch has run (and freed those ports).
+      const portsTaken: { operation: Operation; index: number }[] = []
+      const run = async ({ operation, index }: { operation: Operation; index: number }, retry: boolean): Promise<void> => {
         try {
           await execute(operation, signal)
           settle(operation, index, undefined)
         } catch (error) {
-          settle(operation, index, error instanceof Error ? error : new Error(String(error)))
+          if (!retry && wireguard.kind === 'userspace' && operation.op === 'wgSet' && error instanceof KernelError && error.errno === 'EADDRINUSE') portsTaken.push({ operation, index })
+          else settle(operation, index, error instanceof Error ? error : new Error(String(error)))
         }
-      })
+      }
+      await forEachLimited(rest, floods ? 1 : concurrency, (entry) => run(entry, false))
+      for (const entry of portsTaken) {
+        logger.debug({ change: describeOperation(entry.operation) }, 'listen port taken; setting it again after the others')
+        await run(entry, true)
+      }
     }
 
     const done: Operation[] = []
@@ -305,6 +349,7 @@ function operationLink(operation: Operation): string | undefined {
       return operation.link.name
     case 'linkSet':
     case 'linkDel':
+    case 'tunAdd':
     case 'wgEnsure':
       return operation.name
     case 'wgSet':
@@ -316,7 +361,7 @@ function operationLink(operation: Operation): string | undefined {
 
 /** Whether the operation creates (or re-creates) link `name`: its index is not the observed one. */
 function isRecreation(operation: Operation, name: string): boolean {
-  return (operation.op === 'wgEnsure' && operation.name === name) || (operation.op === 'linkAdd' && operation.link.name === name) || (operation.op === 'linkDel' && operation.name === name)
+  return ((operation.op === 'wgEnsure' || operation.op === 'tunAdd') && operation.name === name) || (operation.op === 'linkAdd' && operation.link.name === name) || (operation.op === 'linkDel' && operation.name === name)
 }
 
 /**

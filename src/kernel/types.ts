@@ -213,6 +213,11 @@ export interface ObservedLink {
   kind: string | undefined
   mtu: number
   up: boolean
+  /**
+   * IFLA_CARRIER. A tun has carrier while a process holds it open: a persistent
+   * tun whose wireguard-go exited reports false. Undefined when not reported.
+   */
+  carrier?: boolean
   master?: string
   /** Kind-specific attributes decoded where meshd needs to compare them (gre local/remote, vxlan id…). */
   info?: Record<string, unknown>

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Netns } from '../support/netns.js'
@@ -62,7 +63,8 @@ describe('reconciler in a namespace', () => {
     return {
       links: [
         { kind: 'wireguard', name: wgA, mtu: 1420 },
-        { kind: 'wireguard', name: wgB, mtu: 1420 },
+        // Not wireguard-go's own 1420: set after the process has attached (it resets the MTU).
+        { kind: 'wireguard', name: wgB, mtu: 1440 },
         { kind: 'bridge', name: 'md-br' },
         { kind: 'vxlan', name: 'md-vx', vni: 73, port: 4789, local: '192.0.2.1', dev: 'eth0', master: 'md-br' },
       ],
@@ -118,7 +120,10 @@ describe('reconciler in a namespace', () => {
     const links = ns.ipJson<{ ifname: string; mtu: number; master?: string; linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> } }[]>('-d', 'link', 'show')
     const byName = new Map(links.map((l) => [l.ifname, l]))
     expect(byName.get(wgA)?.linkinfo?.info_kind).toBe('tun')
+    // A persistent tun made before wireguard-go started, which attached to it (packet information on, as it opens tuns).
+    expect(byName.get(wgA)?.linkinfo?.info_data).toMatchObject({ type: 'tun', persist: true, pi: true })
     expect(byName.get(wgA)?.mtu).toBe(1420)
+    expect(byName.get(wgB)?.mtu).toBe(1440)
     expect(byName.get('md-br')?.linkinfo?.info_kind).toBe('bridge')
     expect(byName.get('md-vx')?.linkinfo?.info_data).toMatchObject({ id: 73, port: 4789, local: '192.0.2.1', learning: false })
     expect(byName.get('md-vx')?.master).toBe('md-br')
@@ -152,7 +157,9 @@ describe('reconciler in a namespace', () => {
     expect(ns.exec('cat', [`/proc/sys/net/ipv4/conf/${wgA}/rp_filter`]).trim()).toBe('2')
   })
 
-  it('changes nothing on a second apply', () => {
+  it('changes nothing on a second apply', async () => {
+    // IPv6 duplicate address detection finishing in between would change the picture by itself.
+    await pollUntil(() => (JSON.stringify(ns.ipJson('addr', 'show')).includes('"tentative"') ? undefined : true), { deadlineMs: 10_000, what: 'IPv6 DAD to finish' })
     const before = snapshot(ns)
     const result = apply(ns, desired())
     expect(result.operations).toEqual([])
@@ -166,6 +173,28 @@ describe('reconciler in a namespace', () => {
     expect(result.operations).toEqual(['routeReplace'])
     const route = ns.ipJson<{ dst: string; gateway: string; dev: string }[]>('route', 'show', 'table', '7300', '10.73.0.2')
     expect(route[0]).toMatchObject({ gateway: '169.254.2.2', dev: wgB })
+  })
+
+  it('restarts a killed wireguard-go (its persistent tun stays, without carrier) and configures it again', async () => {
+    // Back from the path change.
+    expect(apply(ns, desired()).operations).toEqual(['routeReplace'])
+    const pid = Number(spawnSync('pgrep', ['-f', `^wireguard-go -f ${wgB}$`], { encoding: 'utf8' }).stdout.trim())
+    expect(pid).toBeGreaterThan(0)
+    process.kill(pid, 'SIGKILL')
+    await pollUntil(() => (ns.ipJson<{ flags: string[] }[]>('link', 'show', wgB)[0]?.flags.includes('NO-CARRIER') ? true : undefined), { deadlineMs: 5_000, what: 'the tun to lose its carrier' })
+    // Routes through it stay (flagged linkdown).
+    expect(ns.ipJson<{ dst: string }[]>('route', 'show', 'table', '7300').map((r) => r.dst)).toContain('10.73.0.3')
+    const result = apply(ns, desired())
+    expect(result.failures).toEqual([])
+    expect(result.operations).toEqual(['wgEnsure', 'wgSet', 'linkSet'])
+    const restarted = Number(spawnSync('pgrep', ['-f', `^wireguard-go -f ${wgB}$`], { encoding: 'utf8' }).stdout.trim())
+    expect(restarted).toBeGreaterThan(0)
+    expect(restarted).not.toBe(pid)
+    const dump = ns.exec('wg', ['show', wgB, 'dump']).trim().split('\n')
+    expect(dump[0]?.split('\t').slice(1, 3)).toEqual([self.publicKey, '51002'])
+    expect(dump[1]?.split('\t')[0]).toBe(peerC.publicKey)
+    expect(ns.ipJson<{ mtu: number; flags: string[] }[]>('link', 'show', wgB)[0]).toMatchObject({ mtu: 1440, flags: expect.arrayContaining(['UP', 'LOWER_UP']) as unknown })
+    expect(apply(ns, desired()).operations).toEqual([])
   })
 
   it('refuses an invalid state before any change', async () => {
@@ -183,7 +212,12 @@ describe('reconciler in a namespace', () => {
     const result = apply(ns, {})
     expect(result.failures).toEqual([])
     expect(snapshot(ns)).toBe(userSnapshot)
-    expect(spawnSync('pgrep', ['-f', `wireguard-go ${wgA}`]).status).not.toBe(0)
+    // No process, no socket, no (persistent) tun left.
+    for (const name of [wgA, wgB]) {
+      expect(spawnSync('pgrep', ['-f', `wireguard-go -f ${name}`]).status).not.toBe(0)
+      expect(existsSync(`/var/run/wireguard/${name}.sock`)).toBe(false)
+    }
+    expect(ns.ipJson<{ ifname: string }[]>('link', 'show').map((l) => l.ifname).filter((n) => n.startsWith('md-'))).toEqual([])
   })
 
   it('repairs drift within a deadline when someone deletes its route', async () => {

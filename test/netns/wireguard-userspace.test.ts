@@ -252,6 +252,47 @@ describe('userspace WireGuard backend (wireguard-go)', () => {
     driveOk(a, [{ op: 'remove', name: nameA }])
   })
 
+  it('attaches to a persistent tun made beforehand, survives its SIGKILL, is restarted on it, and removal deletes it', async () => {
+    const name = `md-p${suffix}`
+    const link = (): { ifindex: number; mtu: number; flags: string[]; linkinfo?: { info_data?: Record<string, unknown> } } | undefined =>
+      b.ipJson<{ ifindex: number; mtu: number; flags: string[]; linkinfo?: { info_data?: Record<string, unknown> } }[]>('-d', 'link', 'show').find((l) => (l as unknown as { ifname: string }).ifname === name)
+    try {
+      driveOk(b, [{ op: 'create', name }])
+      const made = link()
+      // ip's default is no packet information; wireguard-go's open sets its own flags.
+      expect(made?.linkinfo?.info_data).toMatchObject({ type: 'tun', persist: true, pi: false })
+      expect(made?.mtu).toBe(1500)
+      // Up before any process: routes through it are accepted (linkdown).
+      b.ip('link', 'set', name, 'mtu', '1420', 'up')
+      b.ip('route', 'add', '10.77.0.0/24', 'dev', name)
+      expect(b.ip('route', 'show', '10.77.0.0/24')).toMatch(/linkdown/)
+      driveOk(b, [{ op: 'ensure', name }])
+      const attached = link()
+      expect(attached?.ifindex).toBe(made?.ifindex)
+      expect(attached?.linkinfo?.info_data).toMatchObject({ persist: true, pi: true })
+      expect(attached?.flags).toEqual(expect.arrayContaining(['UP', 'LOWER_UP']))
+      expect(b.ip('route', 'show', '10.77.0.0/24')).not.toMatch(/linkdown/)
+      // Already up, it bound a random port before any listen_port was set.
+      const [device] = driveOk(b, [{ op: 'get', name }]) as [{ listenPort: number }]
+      expect(device.listenPort).toBeGreaterThan(0)
+      const [pid] = wireguardGoPids(b, name)
+      process.kill(pid ?? 0, 'SIGKILL')
+      await pollUntil(() => (link()?.flags.includes('NO-CARRIER') ? true : undefined), { deadlineMs: 5_000, what: 'the tun to lose its carrier' })
+      driveOk(b, [{ op: 'ensure', name }])
+      expect(link()?.ifindex).toBe(made?.ifindex)
+      expect(wireguardGoPids(b, name)).not.toEqual([pid])
+      driveOk(b, [{ op: 'remove', name }])
+      expect(wireguardGoPids(b, name)).toEqual([])
+      expect(existsSync(`${UAPI_DIR}/${name}.sock`)).toBe(false)
+      expect(linkExists(b, name)).toBe(false)
+      // A tun whose process is gone is removed too.
+      driveOk(b, [{ op: 'create', name }, { op: 'remove', name }])
+      expect(linkExists(b, name)).toBe(false)
+    } finally {
+      rmSync(`${UAPI_DIR}/${name}.sock`, { force: true })
+    }
+  })
+
   it('removes an interface it started itself and reaps the process (no zombie)', () => {
     const [, , zombies, list] = driveOk(b, [{ op: 'ensure', name: nameC }, { op: 'remove', name: nameC }, { op: 'zombies' }, { op: 'list' }])
     expect(zombies).toBe(0)

@@ -102,7 +102,9 @@ export class FakeKernel implements RtnetlinkPort {
   routeReplace(route: Route): Promise<void> {
     this.#check('routeReplace')
     for (const hop of route.multipath ?? (route.nexthop ? [route.nexthop] : [])) {
-      if (!this.links.has(hop.dev)) return Promise.reject(new KernelError('routeReplace', 'ENODEV'))
+      const link = this.links.get(hop.dev)
+      if (!link) return Promise.reject(new KernelError('routeReplace', 'ENODEV'))
+      if (!link.up) return Promise.reject(new KernelError('routeReplace', 'ENETDOWN'))
     }
     const family = parseCidr(route.dst)?.family ?? 4
     this.routes.set(routeKey(route), { ...route, scope: effectiveRouteScope(route), family, protocol: RTPROT_MESHD })
@@ -180,6 +182,61 @@ export class FakeKernel implements RtnetlinkPort {
         return Promise.resolve()
       },
       close: () => Promise.resolve(),
+    }
+  }
+
+  /** Processes of the fake wireguard-go backend, by interface name. */
+  processes = new Set<string>()
+
+  /**
+   * A wireguard-go backend over this fake, as the real one behaves with
+   * persistent tuns: createInterfaces makes tun links without carrier; a start
+   * attaches (carrier, MTU 1420, an empty device); removal stops the process
+   * and deletes the link; `kill` makes a process die and leaves its tun.
+   */
+  userspaceBackend(): WireguardBackend & { kill(name: string): void } {
+    const kernel = this.wireguardBackend()
+    return {
+      ...kernel,
+      kind: 'userspace',
+      canCreateInterfaces: () => Promise.resolve(true),
+      createInterfaces: (names) => {
+        const failures = new Map<string, Error>()
+        for (const name of names) {
+          try {
+            this.#check('tunAdd')
+            if (this.links.has(name)) throw new KernelError('tuntap add', 'EBUSY')
+            this.links.set(name, { name, index: this.#nextIndex++, kind: 'tun', mtu: 1500, up: false, carrier: false })
+          } catch (error) {
+            failures.set(name, error as Error)
+          }
+        }
+        return Promise.resolve(failures)
+      },
+      ensureInterface: (name) => {
+        this.#check('wgEnsure')
+        if (this.processes.has(name)) return Promise.resolve()
+        const link = this.links.get(name) ?? { name, index: this.#nextIndex++, kind: 'tun', mtu: 1500, up: false }
+        this.links.set(name, { ...link, mtu: 1420, carrier: true })
+        this.processes.add(name)
+        this.devices.set(name, { name, listenPort: 0, peers: [] })
+        return Promise.resolve()
+      },
+      removeInterface: (name) => {
+        this.processes.delete(name)
+        this.devices.delete(name)
+        this.links.delete(name)
+        return Promise.resolve()
+      },
+      listInterfaces: () => Promise.resolve([...this.processes].sort()),
+      get: (name) => (this.processes.has(name) ? kernel.get(name, { signal: AbortSignal.timeout(1000) }) : Promise.reject(new KernelError('wireguard get', 'ENODEV'))),
+      set: (device, options) => (this.processes.has(device.name) ? kernel.set(device, options) : Promise.reject(new KernelError('wireguard set', 'ENODEV'))),
+      kill: (name) => {
+        this.processes.delete(name)
+        this.devices.delete(name)
+        const link = this.links.get(name)
+        if (link) link.carrier = false
+      },
     }
   }
 

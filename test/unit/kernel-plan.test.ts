@@ -56,7 +56,7 @@ describe('planOperations', () => {
     expect(ops).not.toContain('ip link add md-w-b type wireguard')
   })
 
-  it('brings new wireguard-go links up in waves: started, configured, addressed and up before the next wave', () => {
+  it('without persistent tuns, brings new wireguard-go links up in waves: started, configured, addressed and up before the next wave', () => {
     const names = ['md-w1', 'md-w2', 'md-w3']
     const desired: DesiredState = {
       ...EMPTY_STATE,
@@ -77,7 +77,7 @@ describe('planOperations', () => {
       ],
       wireguard: names.map((name, i) => ({ name, privateKey: new Secret(KEY_A), listenPort: 51820 + i, peers: [] })),
     }
-    const ops = planOperations(EMPTY_OBSERVED, desired, { wireguardBackend: 'userspace', wireguardWave: 2 }).map(describeOperation)
+    const ops = planOperations(EMPTY_OBSERVED, desired, { wireguardBackend: 'userspace', userspaceTuns: 'wireguard-go', wireguardWave: 2 }).map(describeOperation)
     expect(ops).toEqual([
       'wireguard-go md-w1',
       'wireguard-go md-w2',
@@ -99,6 +99,59 @@ describe('planOperations', () => {
       // A preferred source needs its address: after every address, as without waves.
       'ip route replace 100.64.0.3/32 via 169.254.2.2 dev md-w2 onlink src 100.64.0.1 table 7300',
     ])
+  })
+
+  it('on wireguard-go, makes persistent tuns and does all kernel work before any process starts; then starts, configures, sets the MTU', () => {
+    const desired = onePeer()
+    desired.links.push({ kind: 'wireguard', name: 'md-w-c', up: true, mtu: 1420 })
+    desired.addresses.push({ link: 'md-w-c', local: '169.254.11.1/32', peer: '169.254.11.2/32' })
+    desired.wireguard.push({ name: 'md-w-c', privateKey: new Secret(KEY_A), listenPort: 51821, peers: [] })
+    const ops = planOperations(EMPTY_OBSERVED, desired, { wireguardBackend: 'userspace' }).map(describeOperation)
+    expect(ops).toEqual([
+      'ip tuntap add dev md-w-b mode tun',
+      'ip tuntap add dev md-w-c mode tun',
+      'ip link add md-self type dummy',
+      'ip link set md-self up',
+      'sysctl -w net.ipv4.conf.md-w-b.rp_filter=2',
+      'ip addr add 100.64.0.1/32 dev md-self',
+      'ip addr add 169.254.10.1/32 peer 169.254.10.2/32 dev md-w-b',
+      'ip addr add 169.254.11.1/32 peer 169.254.11.2/32 dev md-w-c',
+      // wireguard-go's own MTU, so that attaching changes nothing; up without carrier, routes are accepted.
+      'ip link set md-w-b mtu 1420 up',
+      'ip link set md-w-c mtu 1420 up',
+      'ip route replace 100.64.0.2/32 via 169.254.10.2 dev md-w-b onlink table 7300',
+      'ip -4 rule add priority 7300 to 100.64.0.0/16 lookup 7300',
+      'wireguard-go md-w-b',
+      'wireguard-go md-w-c',
+      'wg setconf md-w-b (1 peers, port 51820)',
+      'wg setconf md-w-c (0 peers, port 51821)',
+      // Another MTU only once wireguard-go has set its own.
+      'ip link set md-w-b mtu 1440',
+    ])
+  })
+
+  it('on wireguard-go, restarts the process of a tun without carrier and configures it, whatever the device read says', () => {
+    const desired = onePeer()
+    const observed: ObservedState = {
+      links: [
+        { name: 'md-self', index: 3, kind: 'dummy', mtu: 1500, up: true },
+        { name: 'md-w-b', index: 4, kind: 'tun', mtu: 1440, up: true, carrier: false },
+      ],
+      addresses: desired.addresses.map((a) => ({ ...a, family: 4 as const, protocol: RTPROT_MESHD })),
+      routes: [{ table: 7300, dst: '100.64.0.2/32', scope: 'global', nexthop: { via: '169.254.10.2', dev: 'md-w-b', onlink: true, weight: 1 }, family: 4, protocol: RTPROT_MESHD }],
+      rules: [{ family: 4, priority: 7300, to: '100.64.0.0/16', table: 7300, protocol: RTPROT_MESHD }],
+      // As the reconciler's cache reports a device it trusts.
+      wireguard: desired.wireguard.map((d) => ({ ...d })),
+      sysctls: [{ key: 'net.ipv4.conf.md-w-b.rp_filter', value: '2' }],
+    }
+    expect(planOperations(observed, desired, { wireguardBackend: 'userspace' }).map(describeOperation)).toEqual([
+      'wireguard-go md-w-b',
+      'wg setconf md-w-b (1 peers, port 51820)',
+      'ip link set md-w-b mtu 1440',
+    ])
+    // With carrier, the same observation plans nothing.
+    const running = { ...observed, links: observed.links.map((l) => ({ ...l, carrier: true })) }
+    expect(planOperations(running, desired, { wireguardBackend: 'userspace' })).toEqual([])
   })
 
   it('plans nothing when the kernel already matches', () => {

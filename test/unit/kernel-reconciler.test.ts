@@ -120,3 +120,67 @@ describe('reconciler.apply', () => {
     await expect(reconciler.apply(mesh(), { signal: controller.signal })).rejects.toThrow()
   })
 })
+
+describe('reconciler.apply on wireguard-go with persistent tuns', () => {
+  function userspace() {
+    const kernel = new FakeKernel()
+    const backend = kernel.userspaceBackend()
+    const logger = createLogger({ pretty: false, level: 'silent' })
+    const reconciler = createReconciler({ supportedKinds: new Set(LINK_KINDS) }, { rtnl: kernel, wireguard: backend, sysctl: kernel.sysctlPort(), logger })
+    return { kernel, backend, reconciler }
+  }
+  const STATE = [
+    'addr md-self|100.64.0.1/32|',
+    'addr md-w-b|169.254.10.1/32|169.254.10.2/32',
+    'link lo loopback mtu 1500 up',
+    'link md-self dummy mtu 1500 up',
+    'link md-w-b tun mtu 1440 up',
+    'route 4|7300|100.64.0.2/32|0 proto 73',
+    'rule 4|7300|7300||100.64.0.0/16|||| proto 73',
+    'sysctl net.ipv4.conf.md-w-b.rp_filter=2',
+    `wg md-w-b port 51820 peers ${PEER_KEY}`,
+  ].join('\n')
+
+  it('does the kernel work before wireguard-go starts, then configures it; a second apply changes nothing', async () => {
+    const { kernel, reconciler } = userspace()
+    const first = await reconciler.apply(mesh(), { signal })
+    expect(first.failures).toEqual([])
+    expect(kernel.dump()).toBe(STATE)
+    // Every link, address, route and rule change before the process starts; only its MTU after.
+    expect(kernel.calls).toEqual(['tunAdd', 'linkAdd', 'linkSet', 'addrAdd', 'addrAdd', 'linkSet', 'routeReplace', 'ruleAdd', 'wgEnsure', 'wgSet', 'linkSet'])
+    kernel.calls = []
+    expect((await reconciler.apply(mesh(), { signal })).planned).toEqual([])
+    expect(kernel.calls).toEqual([])
+  })
+
+  it('restarts a wireguard-go that died (its tun stays, without carrier) and configures it again', async () => {
+    const { kernel, backend, reconciler } = userspace()
+    await reconciler.apply(mesh(), { signal })
+    await reconciler.apply(mesh(), { signal })
+    backend.kill('md-w-b')
+    const repair = await reconciler.apply(mesh(), { signal })
+    expect(repair.failures).toEqual([])
+    // The cache trusted the device (same link, same configuration): the missing carrier is what tells.
+    expect(repair.planned.map((o) => o.op)).toEqual(['wgEnsure', 'wgSet', 'linkSet'])
+    expect(kernel.dump()).toBe(STATE)
+    expect((await reconciler.apply(mesh(), { signal })).planned).toEqual([])
+  })
+
+  it('sets again, after the other sets, a configuration refused because a random port held its listen port', async () => {
+    const { kernel, reconciler } = userspace()
+    kernel.failNext = { wgSet: 'EADDRINUSE' }
+    const result = await reconciler.apply(mesh(), { signal })
+    expect(result.failures).toEqual([])
+    expect(kernel.calls.filter((c) => c === 'wgSet')).toEqual(['wgSet', 'wgSet'])
+    expect(kernel.dump()).toBe(STATE)
+  })
+
+  it('tears down processes and their links', async () => {
+    const { kernel, reconciler } = userspace()
+    await reconciler.apply(mesh(), { signal })
+    const result = await reconciler.apply(EMPTY_STATE, { signal })
+    expect(result.failures).toEqual([])
+    expect(kernel.processes.size).toBe(0)
+    expect([...kernel.links.keys()]).toEqual(['lo'])
+  })
+})

@@ -4,7 +4,7 @@
 import type { LinkChange } from '../port.js'
 import type { Link, ObservedLink } from '../types.js'
 import { decodeLinkInfo, encodeLinkInfo, IFLA_LINKINFO, type IfIndexOf, type IfNameOf } from './linkinfo.js'
-import { attr, attrMap, findAttr, getStr, getU32, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, str, u32, type NlRequest } from './nlattr.js'
+import { attr, attrMap, findAttr, getStr, getU8, getU32, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, str, u32, type NlRequest } from './nlattr.js'
 
 export const RTM_NEWLINK = 16
 export const RTM_DELLINK = 17
@@ -14,6 +14,7 @@ const IFLA_IFNAME = 3
 const IFLA_MTU = 4
 const IFLA_MASTER = 10
 const IFLA_EXT_MASK = 29
+const IFLA_CARRIER = 33
 /** RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS: what iproute2 asks for; keeps replies small. */
 const EXT_MASK = 0x1 | 0x8
 
@@ -88,6 +89,8 @@ export function decodeLink(payload: Buffer, ifname: IfNameOf): ObservedLink {
     mtu: getU32(attrs.get(IFLA_MTU)) ?? 0,
     up: (flags & IFF_UP) !== 0,
   }
+  const carrier = getU8(attrs.get(IFLA_CARRIER))
+  if (carrier !== undefined) link.carrier = carrier !== 0
   const master = getU32(attrs.get(IFLA_MASTER))
   if (master) link.master = ifname(master)
   if (decoded.info) link.info = decoded.info

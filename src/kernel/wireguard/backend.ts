@@ -11,7 +11,7 @@ export interface WireguardBackend {
   readonly kind: 'kernel' | 'userspace'
   /** Make sure interface `name` exists (kernel: created by the reconciler via linkAdd kind wireguard, so a no-op here; userspace: start or adopt a wireguard-go process). */
   ensureInterface(name: string, options: { signal: AbortSignal }): Promise<void>
-  /** Remove the interface and anything backing it (userspace: stop the process, remove the socket). */
+  /** Remove the interface and anything backing it (userspace: stop the process, remove the socket, delete the tun link). */
   removeInterface(name: string, options: { signal: AbortSignal }): Promise<void>
   /**
    * Removes several interfaces at once (userspace: one process-table scan, every
@@ -19,6 +19,14 @@ export interface WireguardBackend {
    * name. Optional: without it the caller removes them one by one.
    */
   removeInterfaces?(names: readonly string[], options: { signal: AbortSignal }): Promise<Map<string, Error>>
+  /**
+   * Userspace: creates persistent tun devices named `names` in one go, for the
+   * processes ensureInterface starts later to attach to; resolves with each
+   * failure by name. Absent on the kernel backend (links come from linkAdd).
+   */
+  createInterfaces?(names: readonly string[], options: { signal: AbortSignal }): Promise<Map<string, Error>>
+  /** Whether createInterfaces can run here (userspace: iproute2's ip is installed). */
+  canCreateInterfaces?(): Promise<boolean>
   /** Names of interfaces this backend currently runs (userspace: sockets in the UAPI dir with LINK_PREFIX). */
   listInterfaces(options: { signal: AbortSignal }): Promise<string[]>
   get(name: string, options: { signal: AbortSignal }): Promise<ObservedWireguardDevice>

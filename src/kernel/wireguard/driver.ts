@@ -33,7 +33,7 @@ interface JsonDevice {
 }
 
 export type DriverCommand =
-  | { op: 'ensure' | 'remove' | 'get'; name: string }
+  | { op: 'ensure' | 'remove' | 'get' | 'create'; name: string }
   | { op: 'set' | 'check'; device: JsonDevice }
   | { op: 'list' | 'zombies' }
 
@@ -77,6 +77,12 @@ async function run(commands: DriverCommand[]): Promise<{ results: unknown[]; err
           await backend.ensureInterface(command.name, { signal })
           results.push(null)
           break
+        case 'create': {
+          const failure = (await backend.createInterfaces?.([command.name], { signal }))?.get(command.name)
+          if (failure !== undefined) throw failure
+          results.push(null)
+          break
+        }
         case 'remove':
           await backend.removeInterface(command.name, { signal })
           results.push(null)

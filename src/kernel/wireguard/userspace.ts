@@ -6,10 +6,19 @@
 // - `wireguard-go -f NAME` stays in the foreground; without -f it forks a
 //   daemon we could neither reap nor watch. WG_PROCESS_FOREGROUND=1 also
 //   silences a banner wrongly claiming the kernel has WireGuard.
-// - It exits cleanly, removing its tun link and its socket, on SIGTERM, on
-//   deletion of the tun link and on deletion of the socket file. SIGKILL
-//   leaves a stale socket behind (connect → ECONNREFUSED); the tun goes away
-//   with the process.
+// - It exits cleanly, removing its socket, on SIGTERM, on deletion of the tun
+//   link and on deletion of the socket file. SIGKILL leaves a stale socket
+//   behind (connect → ECONNREFUSED). A tun it created itself goes away with
+//   the process; a persistent one (below) stays, without carrier.
+// - Its TUNSETIFF (IFF_TUN, packet information on: the "TUN status hack")
+//   attaches to an existing persistent tun of that name, created beforehand
+//   by `ip tuntap add` (./ip-batch.ts): the attach takes the opener's flags,
+//   so the tun's default no-pi does not matter. On attach it sets the MTU to
+//   1420 (a no-op when it already is) and, when the link is already up,
+//   brings the device up at once, binding a random UDP port until the UAPI
+//   sets listen_port. createInterfaces makes such tuns so that the reconciler
+//   can address, route and bring them up before any new process runs; removal
+//   then deletes the link after the process has stopped.
 // - The socket directory is compiled in (/var/run/wireguard) and shared by
 //   every network namespace, and a unix socket can be connected from any
 //   namespace. So "a live socket" is not "our interface": only a listener
@@ -28,6 +37,7 @@ import { KernelError } from '../port.js'
 import { isOwnedLinkName, LINK_PREFIX, type ObservedWireguardDevice, type WireguardDevice } from '../types.js'
 import { interfaceNameProblem } from '../validate.js'
 import type { WireguardBackend } from './backend.js'
+import { errnoOfMessage, ipAvailable, ipBatch } from './ip-batch.js'
 import { decodeGetResponse, decodeSetResponse, encodeSetRequest, GET_REQUEST, planSetRequest, UapiError, type UapiSetRequest } from './uapi.js'
 
 export interface UserspaceBackendInit {
@@ -46,6 +56,8 @@ export interface UserspaceBackendInit {
   processTimeoutMs?: number
   /** The inotify instance limit consulted when a process dies at start; a test can point it at a file of its own. */
   inotifyLimitPath?: string
+  /** iproute2's ip, which creates and deletes persistent tuns; looked up on PATH by default. */
+  ipPath?: string
 }
 
 /** A process this backend spawned; `exited` settles when Node has reaped it. */
@@ -58,6 +70,9 @@ interface Child {
   stopping: boolean
 }
 
+/** At most this many ip processes delete links at once. */
+const DELETE_PROCESSES = 8
+
 /** Responses larger than this are not a WireGuard device (a 10 000-peer device is ~5 MB). */
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -68,6 +83,8 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
   const requestTimeoutMs = init.requestTimeoutMs ?? 5_000
   const processTimeoutMs = init.processTimeoutMs ?? 10_000
   const log = init.logger
+  const ipPath = init.ipPath ?? 'ip'
+  let ipFound: Promise<boolean> | undefined
   const children = new Map<string, Child>()
   const queues = new Map<string, Promise<unknown>>()
 
@@ -342,8 +359,67 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     return failures
   }
 
+  /**
+   * Deletes the tun links of stopped interfaces (persistent tuns outlive their
+   * process), in one ip process; a link already gone is fine. Without ip no
+   * persistent tun was made here, and wireguard-go's own went with it.
+   */
+  async function deleteLinks(names: readonly string[], signal: AbortSignal): Promise<Map<string, Error>> {
+    const failures = new Map<string, Error>()
+    if (names.length === 0 || !(await canCreate())) return failures
+    // Each deletion waits for an RCU grace period (~17 ms here, one after another: 1.7 s for
+    // 100): several ip processes at once let those waits overlap (0.7 s for 100 in 10).
+    const chunks: string[][] = Array.from({ length: Math.min(DELETE_PROCESSES, names.length) }, () => [])
+    names.forEach((name, i) => chunks[i % chunks.length]?.push(name))
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        let failed: Map<number, string>
+        try {
+          failed = await ipBatch('wireguard remove', chunk.map((name) => `link del dev ${name}`), { ipPath, signal, timeoutMs: processTimeoutMs })
+        } catch (error) {
+          for (const name of chunk) failures.set(name, error instanceof Error ? error : new Error(String(error)))
+          return
+        }
+        for (const [index, message] of failed) {
+          const name = chunk[index] ?? ''
+          const errno = errnoOfMessage(message)
+          if (errno !== 'ENODEV') failures.set(name, new KernelError('wireguard remove', errno, `${name}: ip link del: ${message}`))
+        }
+      }),
+    )
+    return failures
+  }
+
+  function canCreate(): Promise<boolean> {
+    return (ipFound ??= ipAvailable(ipPath))
+  }
+
   const backend: WireguardBackend = {
     kind: 'userspace',
+
+    canCreateInterfaces: canCreate,
+
+    async createInterfaces(names, { signal }) {
+      const failures = new Map<string, Error>()
+      const valid: string[] = []
+      for (const name of new Set(names)) {
+        try {
+          checkCall(name, 'tuntap add', signal)
+          valid.push(name)
+        } catch (error) {
+          failures.set(name, error instanceof Error ? error : new Error(String(error)))
+        }
+      }
+      const failed = await ipBatch('tuntap add', valid.map((name) => `tuntap add dev ${name} mode tun`), { ipPath, signal, timeoutMs: processTimeoutMs })
+      for (const [index, message] of failed) {
+        const name = valid[index] ?? ''
+        // ip's TUNSETIFF uses IFF_TUN_EXCL: a tun of that name already there is EBUSY.
+        failures.set(name, new KernelError('tuntap add', errnoOfMessage(message), `${name}: ${message}`))
+      }
+      const made = valid.filter((name) => !failures.has(name))
+      if (made.length > 0) log?.debug({ interfaces: made }, 'created persistent tun devices')
+      return failures
+    },
 
     async removeInterfaces(names, { signal }) {
       const failures = new Map<string, Error>()
@@ -371,12 +447,16 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
         else targets.push({ name, pid })
       }
       for (const [name, error] of await stopAll(targets, signal)) failures.set(name, error)
+      const stopped: string[] = []
       for (const { name, pid } of targets) {
         if (failures.has(name)) continue
         log?.info({ interface: name, pid }, 'stopped wireguard-go')
         // wireguard-go deletes its socket on a clean exit; SIGKILL or a crash leaves it.
         await rm(socketPath(name), { force: true })
+        stopped.push(name)
       }
+      // Their links once no process is left to wake on each deletion.
+      for (const [name, error] of await deleteLinks(stopped, signal)) failures.set(name, error)
       await Promise.all(
         oneByOne.map(async (name) => {
           try {
@@ -411,7 +491,7 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
         checkCall(name, 'wireguard remove', signal)
         const { state, inode } = await socketState(name)
         // Another namespace's interface is not ours to stop; removing its socket would kill it.
-        if (state === 'foreign' || state === 'absent') return
+        if (state === 'foreign') return
         if (state === 'ours' && inode !== undefined) {
           const pid = children.get(name)?.process.pid ?? (await socketOwners(new Set([inode]))).get(inode)
           if (pid === undefined) {
@@ -424,7 +504,10 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
           log?.info({ interface: name, pid }, 'stopped wireguard-go')
         }
         // wireguard-go deletes its socket on a clean exit; SIGKILL or a crash leaves it.
-        await rm(socketPath(name), { force: true })
+        if (state !== 'absent') await rm(socketPath(name), { force: true })
+        // A persistent tun stays after its process: delete it (absent: a tun whose process died).
+        const failed = (await deleteLinks([name], signal)).get(name)
+        if (failed !== undefined) throw failed
       })
     },
 
