@@ -46,7 +46,7 @@ ip -n A link set eth0 up
 ip -n B link set eth0 up
 
 ip netns exec A node bin/meshd.js init --name kvm --cidr 10.80.0.0/16 --foreground --state-dir /tmp/state-A --socket /tmp/meshd-A.sock --listen /ip4/192.0.2.1/tcp/7373 >/tmp/agent-A.log 2>&1 &
-poll 150 test -S /tmp/meshd-A.sock
+poll 400 test -S /tmp/meshd-A.sock
 step agent A listening
 token=$(meshd A token create --ttl 10m --uses 1 2>/tmp/token.err)
 put tokenOk "$([ -n "$token" ] && echo true || echo false)"
@@ -54,8 +54,8 @@ ip netns exec B node bin/meshd.js join "$token" --foreground --state-dir /tmp/st
 
 step join started
 has_wg_link() { ip -n $1 -j -d link show | grep -q '"info_kind":"wireguard"'; }
-poll 150 has_wg_link B
-poll 60 has_wg_link A
+poll 400 has_wg_link B
+poll 200 has_wg_link A
 step wireguard links
 poll 30 has_overlay A
 poll 30 has_overlay B
@@ -120,9 +120,13 @@ interface Snapshot {
 let result: KernelVmResult
 let parsed: Snapshot | undefined
 
+// Under TCG on a shared 2-core host (17–23 % steal measured on 2026-12-03) the whole guest run took 579 s of
+// what was a 600 s budget; the deadlines are for a stuck guest, not a slow one.
 beforeAll(async () => {
-  result = await runInKernelVm(guestScript, { timeoutSeconds: 600 })
-}, 660_000)
+  result = await runInKernelVm(guestScript, { timeoutSeconds: 1200 })
+  // How close the run came to its deadlines, for the next slow host.
+  console.log(`kernel-tier agent steps: ${result.output.split('\n').filter((line) => /^\+\d+ s: /.test(line)).join('; ')}`)
+}, 1_260_000)
 
 function guestOutput(): string {
   return `guest status ${result.status}\n--- guest output ---\n${result.output}\n--- kernel-vm ---\n${result.stderr}`
