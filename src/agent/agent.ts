@@ -38,6 +38,7 @@ import { planMesh, type PeerLink } from '../planner/mesh.js'
 import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner/underlay-mtu.js'
 import { createPathController, type PathController } from '../paths/controller.js'
 import { createProbeService, type LinkStats, type ProbeService } from '../probe/service.js'
+import { classifyControl, emptyPairLinkDialState, libp2pPortOf, overPairLink, pairLinkDials, type PairLinkDialState } from './control-route.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
 import { bootstrapAddressesOf, loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
 import {
@@ -66,6 +67,8 @@ export const RECONNECT_INTERVAL_MS = 5_000
 const MDNS_JOIN_WAIT_MS = 15_000
 /** How long the underlay's routes and device MTUs are trusted before they are read again. */
 const UNDERLAY_REFRESH_MS = 30_000
+/** A libp2p dial through a pair link: the tunnel is up, so an answer comes within a round trip or not at all. */
+const PAIR_LINK_DIAL_MS = 5_000
 
 export interface AgentInit {
   stateDir: string
@@ -211,6 +214,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let plannedLinks: PeerLink[] = []
   let underlayView: { routes: ObservedRoute[]; links: ObservedLink[]; readAt: number } | undefined
   let monitorTimer: NodeJS.Timeout | undefined
+  let pairLinkDialState: PairLinkDialState = emptyPairLinkDialState
   /** Per link without a fresh handshake: the endpoint being tried, and how many candidates there were to choose from. */
   const endpointAttempts = new Map<NodeId, { attempt: EndpointAttempt; candidates: number }>()
 
@@ -373,6 +377,50 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     }
   }
 
+  // ── Control traffic through pair links (./control-route.ts) ───────────────
+
+  /** Members reached only through a relay whose pair link is up: libp2p moves onto the link. */
+  const moveControlOntoPairLinks = async (signal: AbortSignal): Promise<void> => {
+    if (!node?.isStarted || !identity || !service || !probes) return
+    const alive = probes.snapshot().links
+    const at = now()
+    const candidates = plannedLinks.map((link) => ({
+      peer: link.peerId,
+      connections: node?.connectionsTo(link.peerId as NodeId) ?? [],
+      linkUp: isFresh(monitor?.get(link.peerId), at, HANDSHAKE_FRESH_MS) && alive.get(link.peerId)?.alive === true,
+      peer4: link.peer4,
+      libp2pPort: libp2pPortOf(service?.member(link.peerId as NodeId)?.endpoints ?? []),
+    }))
+    const step = pairLinkDials(identity.nodeId, candidates, pairLinkDialState, at)
+    pairLinkDialState = step.state
+    for (const dial of step.dials) {
+      const peer = dial.peer as NodeId
+      try {
+        await node.dial(dial.address, { signal: AbortSignal.any([signal, AbortSignal.timeout(PAIR_LINK_DIAL_MS)]) })
+        const closed = await node.closeConnections(peer, (remote) => remote.includes('/p2p-circuit'), { signal })
+        log.info({ peer, relayedClosed: closed }, 'control connection moved onto the pair link')
+      } catch (error) {
+        log.debug({ peer, address: dial.address, connections: node.connectionsTo(peer), err: errorText(error) }, 'dial over the pair link failed')
+      }
+    }
+  }
+
+  /** A pair link the prober holds dead cannot carry libp2p either: close that connection, so streams go direct or through a relay. */
+  const onProbeChange = (event: { kind: 'link-dead' | 'link-alive'; peerId: string }): void => {
+    if (event.kind !== 'link-dead' || !node?.isStarted) return
+    const peer4 = plannedLinks.find((link) => link.peerId === event.peerId)?.peer4
+    const signal = lifecycle?.signal
+    if (peer4 === undefined || !signal) return
+    void node
+      .closeConnections(event.peerId as NodeId, (remote) => overPairLink(remote, peer4), { signal })
+      .then((closed) => {
+        if (closed > 0) log.info({ peer: event.peerId }, 'pair link dead: its control connection closed')
+      })
+      .catch((error: unknown) => {
+        log.debug({ peer: event.peerId, err: errorText(error) }, 'closing the control connection over a dead pair link failed')
+      })
+  }
+
   // ── Link monitor: handshakes and traffic, polled ──────────────────────────
 
   /**
@@ -425,6 +473,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         const change = await monitor.poll({ signal })
         onMonitorChange(change)
         if (change.freshness.length > 0 || endpointAttemptExpired()) trigger()
+        await moveControlOntoPairLinks(signal)
       })()
         .catch((error: unknown) => {
           log.debug({ err: errorText(error) }, 'link monitor poll failed')
@@ -452,6 +501,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       const wgPeer = device?.peers.find((p) => p.publicKey === record.wireguardPublicKey)
       const path = idle ? undefined : pathController?.report(record.nodeId)
       const endpoint = wgPeer?.endpoint ?? (params?.peerEndpoints[0] ? { address: params.peerEndpoints[0].address, port: params.peerListenPort } : undefined)
+      const control = node?.isStarted === true ? classifyControl(node.connectionsTo(record.nodeId), params === undefined ? undefined : hostPart(params.addresses.peer4)) : null
       peers.push({
         id: record.nodeId,
         name: record.hostname,
@@ -467,6 +517,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         lossPct: path?.lossPct ?? null,
         path: { via: path?.via ?? null, forwardSavingMs: path?.forwardSavingMs ?? null },
         returnPath: probes?.reportedPath(record.nodeId) ?? null,
+        control,
       })
     }
     return {
@@ -674,6 +725,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           },
           lifecycle.signal,
         )
+        probes.onChange(onProbeChange)
         pathController = createPathController(
           {},
           {

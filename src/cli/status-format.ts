@@ -22,6 +22,8 @@ export interface PeerStatus {
   path: { via: string | null; forwardSavingMs: number | null }
   /** The path the peer reports it uses towards us; null until it has said. */
   returnPath: { via: string | null } | null
+  /** How libp2p (membership, negotiation) reaches the peer: over the underlay, through the pair link, only through a relay, or not at all. */
+  control: 'direct' | 'pair-link' | 'relayed' | null
 }
 
 export interface StatusReport {

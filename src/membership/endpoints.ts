@@ -96,6 +96,25 @@ export function gatherEndpoints(init: GatherEndpointsInit): EndpointCandidate[] 
   return candidates
 }
 
+/**
+ * An address inside the mesh itself: IPv4 or IPv6 link-local (meshd's pair
+ * links) or the network's overlay. libp2p must neither advertise nor be
+ * given such an address as a way to reach a host: it is only reachable
+ * through the mesh it would be bootstrapping (meshd dials a pair link's
+ * address itself, knowing what it is; see src/agent/control-route.ts).
+ */
+export function isMeshInternalAddress(address: string, network: Pick<NetworkAnchor, 'ipv4Cidr' | 'ipv6Ula'>): boolean {
+  const v4 = parseIpv4(address)
+  if (v4 !== undefined) {
+    const overlay4 = parseIpv4Cidr(network.ipv4Cidr)
+    return v4 >>> 16 === 0xa9fe || (overlay4 !== undefined && ipv4CidrContains(overlay4, v4))
+  }
+  const v6 = parseIpv6(address.split('%')[0] ?? '')
+  if (v6 === undefined) return false
+  const overlay6 = parseIpv6Cidr(network.ipv6Ula)
+  return (v6[0] === 0xfe && ((v6[1] ?? 0) & 0xc0) === 0x80) || (overlay6 !== undefined && ipv6CidrContains(overlay6, v6))
+}
+
 /** The address part of a multiaddr such as /ip4/203.0.113.7/tcp/4001 or /ip6/2001:db8::1/tcp/…; undefined for others. */
 export function addressOfMultiaddr(text: string): string | undefined {
   const match = /^\/ip[46]\/([^/]+)/.exec(text)

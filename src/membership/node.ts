@@ -29,6 +29,7 @@ import type { SignalOptions } from './framed-stream.js'
 import type { Identity } from './identity.js'
 import { parseNodeId, type NodeId } from './keys.js'
 import { derivePnetKey, formatPnetKey, type Network, type NetworkId } from './network.js'
+import { addressOfMultiaddr, isMeshInternalAddress } from './endpoints.js'
 import { MAX_RECORD_BYTES } from './records.js'
 import { takeToken, type Rate, type TokenBucket } from '../net/rate-limit.js'
 
@@ -116,6 +117,8 @@ export interface MembershipNode {
   /** Connects to a multiaddr and returns who answered (checked by Noise). */
   dial(address: string, options: SignalOptions): Promise<NodeId>
   hangUp(nodeId: NodeId, options: SignalOptions): Promise<void>
+  /** Closes the open connections to a member whose remote address `which` picks; returns how many. */
+  closeConnections(nodeId: NodeId, which: (remoteAddress: string) => boolean, options: SignalOptions): Promise<number>
   /** Teaches libp2p where a member can be reached (from its record), so openStream can dial it. */
   addPeerAddresses(nodeId: NodeId, addresses: readonly string[], options: SignalOptions): Promise<void>
   /** Publishes bytes on the records topic; returns how many peers it was sent to. */
@@ -310,7 +313,12 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       start: false,
       privateKey: identity.privateKey.reveal(),
       nodeInfo: { userAgent: `meshd/${packageVersion()}` },
-      addresses: { listen, ...(init.announce === undefined ? {} : { announce: [...init.announce] }) },
+      addresses: {
+        listen,
+        ...(init.announce === undefined ? {} : { announce: [...init.announce] }),
+        // Listening on 0.0.0.0 also covers meshd's own link-local and overlay addresses: never advertise those.
+        announceFilter: (addresses) => addresses.filter((address) => !isMeshInternalAddress(addressOfMultiaddr(address.toString()) ?? '', network)),
+      },
       transports: [tcp(), circuitRelayTransport()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
@@ -428,6 +436,14 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
 
     async hangUp(nodeId, options) {
       await requireNode().hangUp(peerIdFromString(nodeId), { signal: options.signal })
+    },
+
+    async closeConnections(nodeId, which, options) {
+      const chosen = requireNode()
+        .getConnections(peerIdFromString(nodeId))
+        .filter((connection) => connection.status === 'open' && which(connection.remoteAddr.toString()))
+      await Promise.all(chosen.map((connection) => connection.close({ signal: options.signal }).catch((error: unknown) => { connection.abort(error instanceof Error ? error : new Error('close failed')); })))
+      return chosen.length
     },
 
     async addPeerAddresses(nodeId, addresses, options) {

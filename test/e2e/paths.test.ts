@@ -152,3 +152,56 @@ describe('hosts behind address-and-port-dependent NATs', () => {
     }
   })
 })
+
+describe('hosts behind endpoint-independent NATs', () => {
+  let lab: PathLab
+
+  beforeAll(async () => {
+    // Neither a nor c accepts TCP from outside, so their libp2p connection starts relayed through b; their
+    // WireGuard link comes up directly (both NATs keep the source port, so each end's sends open the way).
+    // a and c listen on every address (meshd's default), so each can take a connection at its end of the pair link.
+    lab = await PathLab.create(['b', 'a', 'c'], { a: 'endpoint-independent', c: 'endpoint-independent' })
+    await lab.startMesh('b', '10.77.0.0/16', undefined, { a: '0.0.0.0', c: '0.0.0.0' })
+  }, 180_000)
+  afterAll(() => lab.destroy())
+
+  it('move their libp2p connection off the relay onto their own WireGuard link', async () => {
+    const a = lab.idOf('a')
+    const c = lab.idOf('c')
+    const controlOf = (from: string, to: string): string | null | undefined => lab.status(from)?.peers.find((p) => p.id === to)?.control
+    await pollUntil(() => (controlOf('a', c) === 'pair-link' && controlOf('c', a) === 'pair-link' ? true : undefined), {
+      deadlineMs: 60_000,
+      intervalMs: 500,
+      what: 'a and c reach each other over their pair link',
+    }).catch((error: unknown) => {
+      process.stderr.write(`control routes: a→c ${controlOf('a', c)}, c→a ${controlOf('c', a)}\n`)
+      throw error
+    })
+    // Each talks to b, which has a public address, directly over the underlay.
+    expect(controlOf('a', lab.idOf('b'))).toBe('direct')
+    const moved = [lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('control connection moved onto the pair link'))
+    expect(moved).toBe(true)
+    const { answered } = await pingStream(lab.host('a'), lab.overlayOf('c'), 5, 0.2)
+    expect(answered.length).toBeGreaterThan(0)
+  })
+
+  it('leave a dead pair link for the relay, and go back onto it once it recovers', async () => {
+    const a = lab.idOf('a')
+    const c = lab.idOf('c')
+    const controlOf = (from: string, to: string): string | null | undefined => lab.status(from)?.peers.find((p) => p.id === to)?.control
+    await lab.underlay.cut('a', 'c')
+    // The prober holds the link dead within a second or so; its libp2p connection goes with it.
+    await pollUntil(() => (controlOf('a', c) !== 'pair-link' && controlOf('c', a) !== 'pair-link' ? true : undefined), {
+      deadlineMs: 30_000,
+      intervalMs: 250,
+      what: 'neither a nor c keeps a control connection over the dead pair link',
+    })
+    expect([lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('pair link dead: its control connection closed'))).toBe(true)
+    await lab.underlay.restore('a', 'c')
+    await pollUntil(() => (controlOf('a', c) === 'pair-link' && controlOf('c', a) === 'pair-link' ? true : undefined), {
+      deadlineMs: 90_000,
+      intervalMs: 500,
+      what: 'a and c back on their pair link',
+    })
+  })
+})

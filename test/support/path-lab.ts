@@ -20,6 +20,8 @@ export interface PathStatus {
   path: { via: string | null; forwardSavingMs: number | null }
   returnPath: { via: string | null } | null
   rttMs: number | null
+  /** How libp2p reaches the peer: 'direct', 'pair-link', 'relayed' or null. */
+  control?: string | null
 }
 export interface PathLabStatus {
   self: { id: string; addresses: string[]; rpFilter?: string }
@@ -49,12 +51,21 @@ export class PathLab {
     return status(this.host(name)) as PathLabStatus | undefined
   }
 
-  /** `first` runs init; the others join with tokens from it; resolves when every host sees every other up. */
-  async startMesh(first: string, cidr: string, ready: (view: PathLabStatus) => boolean = (view) => view.peers.every((p) => p.state === 'up')): Promise<void> {
+  /**
+   * `first` runs init; the others join with tokens from it; resolves when every host sees every other up.
+   * libp2p listens on each host's underlay address, or on what `listenIps` gives for it (0.0.0.0: every address).
+   */
+  async startMesh(
+    first: string,
+    cidr: string,
+    ready: (view: PathLabStatus) => boolean = (view) => view.peers.every((p) => p.state === 'up'),
+    listenIps: Record<string, string> = {},
+  ): Promise<void> {
     const founder = this.host(first)
-    startAgent(founder, ['init', '--name', 'paths', '--cidr', cidr])
+    const listenOf = (host: AgentHost): { listenIp?: string } => (listenIps[host.name] === undefined ? {} : { listenIp: listenIps[host.name] })
+    startAgent(founder, ['init', '--name', 'paths', '--cidr', cidr], listenOf(founder))
     await waitForAgent(founder)
-    for (const host of this.hosts.values()) if (host !== founder) startAgent(host, ['join', createToken(founder, 1)])
+    for (const host of this.hosts.values()) if (host !== founder) startAgent(host, ['join', createToken(founder, 1)], listenOf(host))
     const expected = this.hosts.size - 1
     await pollUntil(
       () => {

@@ -6,8 +6,8 @@ const NOW = Date.parse('2026-11-22T12:00:00Z')
 const report: StatusReport = {
   self: { id: '12D3KooWA', name: 'alpha', addresses: ['10.73.0.1', 'fd73::1'], network: { id: '7d5c', name: 'lab' }, wireguardBackend: 'userspace', fallbacks: [{ feature: 'dummy', reason: 'module missing; overlay address is on lo' }], rpFilter: 'loose' },
   peers: [
-    { id: '12D3KooWB', name: 'beta', addresses: ['10.73.0.2'], state: 'up', interface: 'md-abc', endpoint: '192.0.2.2:51821', lastHandshake: '2026-11-22T11:59:55Z', rxBytes: 2048, txBytes: 100, rttMs: null, jitterMs: null, lossPct: null, path: { via: null, forwardSavingMs: 0 }, returnPath: null },
-    { id: '12D3KooWC', name: 'gamma-long-name', addresses: ['10.73.0.3'], state: 'connecting', interface: 'md-def', endpoint: null, lastHandshake: null, rxBytes: 0, txBytes: 0, rttMs: 72.34, jitterMs: 9.5, lossPct: 0, path: { via: '12D3KooWB', forwardSavingMs: 41.2 }, returnPath: { via: null } },
+    { id: '12D3KooWB', name: 'beta', addresses: ['10.73.0.2'], state: 'up', interface: 'md-abc', endpoint: '192.0.2.2:51821', lastHandshake: '2026-11-22T11:59:55Z', rxBytes: 2048, txBytes: 100, rttMs: null, jitterMs: null, lossPct: null, path: { via: null, forwardSavingMs: 0 }, control: 'direct', returnPath: null },
+    { id: '12D3KooWC', name: 'gamma-long-name', addresses: ['10.73.0.3'], state: 'connecting', interface: 'md-def', endpoint: null, lastHandshake: null, rxBytes: 0, txBytes: 0, rttMs: 72.34, jitterMs: 9.5, lossPct: 0, path: { via: '12D3KooWB', forwardSavingMs: 41.2 }, control: 'relayed', returnPath: { via: null } },
   ],
 }
 
