@@ -2,7 +2,7 @@
 // docs/paths.md states figures a test keeps honest (test/unit/probe-budget.test.ts).
 
 import { encodeProbePacket } from './codec.js'
-import { ACTIVE_INTERVAL_MS, IDLE_INTERVAL_MS, RELAY_ACTIVE_INTERVAL_MS, RELAY_IDLE_INTERVAL_MS, RELAY_PROBE_RATE } from './schedule.js'
+import { ACTIVE_INTERVAL_MS, DIRECT_IDLE_PROBE_RATE_PER_SECOND, IDLE_INTERVAL_MS, RELAY_ACTIVE_INTERVAL_MS, RELAY_IDLE_INTERVAL_MS, RELAY_PROBE_RATE } from './schedule.js'
 
 /** A libp2p PeerId string (Ed25519) is 52 characters. */
 const NODE_ID = '12D3KooW' + 'x'.repeat(44)
@@ -48,7 +48,10 @@ export interface ProbeBudget {
 }
 
 export function probeBudget(options: { peers: number; relaysPerDestination: number; active: boolean }): ProbeBudget {
-  const directRate = 1000 / mean(options.active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS)
+  // Idle links share the node's cap on idle direct probes; active ones are never capped.
+  const directRate = options.active
+    ? 1000 / mean(ACTIVE_INTERVAL_MS)
+    : Math.min(1000 / mean(IDLE_INTERVAL_MS), options.peers > 0 ? DIRECT_IDLE_PROBE_RATE_PER_SECOND / options.peers : Number.POSITIVE_INFINITY)
   // Per (destination, relay) pair, within the node's cap on all its relayed probes together.
   const pairs = options.peers * options.relaysPerDestination
   const cap = options.active ? RELAY_PROBE_RATE.fastPerSecond : RELAY_PROBE_RATE.idlePerSecond

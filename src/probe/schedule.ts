@@ -53,9 +53,25 @@ export function jitteredDelayMs(range: { min: number; max: number }, random: num
   return range.min + (range.max - range.min) * random
 }
 
-export function directProbeDelayMs(active: boolean, random: number): number {
-  return jitteredDelayMs(active ? ACTIVE_INTERVAL_MS : IDLE_INTERVAL_MS, random)
+/**
+ * All of one node's direct probes on idle links together, per second: past
+ * that, each idle link's interval stretches to idle links ÷ rate. Every probe
+ * is a send into the link and an echo back from the peer, which probes us the
+ * same way: at 20 idle links and 1–2 s that was ~27 packets a second each way,
+ * the largest part of an idle agent's CPU. An idle link needs no quick verdict:
+ * a link that starts carrying traffic is probed at the active interval.
+ */
+export const DIRECT_IDLE_PROBE_RATE_PER_SECOND = 5
+
+/** `idleLinks`: how many links this node probes at the idle interval now; omitted: no cap. */
+export function directProbeDelayMs(active: boolean, random: number, idleLinks?: number): number {
+  if (active) return jitteredDelayMs(ACTIVE_INTERVAL_MS, random)
+  const cappedMs = idleLinks === undefined ? 0 : (idleLinks * 1000) / DIRECT_IDLE_PROBE_RATE_PER_SECOND
+  // Compared with the range's mean, so the cap only ever slows probing; ±10 % so links do not fall into step.
+  return jitteredDelayMs(cappedMs > meanOf(IDLE_INTERVAL_MS) ? { min: cappedMs * 0.9, max: cappedMs * 1.1 } : IDLE_INTERVAL_MS, random)
 }
+
+const meanOf = (range: { min: number; max: number }): number => (range.min + range.max) / 2
 
 /**
  * All of one node's relayed probes together, per second: at most `idle` to

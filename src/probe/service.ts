@@ -153,6 +153,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   let nextSeq = Math.floor(random() * 0x1_0000_0000) >>> 0
   /** Relay pairs probed slowly and fast (they set each pair's interval under RELAY_PROBE_RATE), counted at most once a second. */
   let pairCounts = { idle: 0, fast: 0, at: Number.NEGATIVE_INFINITY }
+  /** Links probed at the idle interval (they set each one's interval under DIRECT_IDLE_PROBE_RATE_PER_SECOND), counted likewise. */
+  let idleLinks = { count: 0, at: Number.NEGATIVE_INFINITY }
   /** See ProbeService.version: bumped by every change to an estimator, a return leg or the sets of links and relays. */
   let version = 0
   const changed = (): void => {
@@ -234,7 +236,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (entry.lifetime.signal.aborted) return
       sendDirectProbe(entry)
       scheduleDirect(entry)
-    }, directProbeDelayMs(activePeers.has(entry.link.peerId), random()))
+    }, directProbeDelayMs(activePeers.has(entry.link.peerId), random(), idleLinkCount()))
   }
 
   function stopLink(entry: LinkEntry): void {
@@ -348,6 +350,16 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       relayEntry.probeTimer = undefined
       sendRelayProbeNow(relayEntry)
     }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay, pairs: relayPairCounts() }, random()))
+  }
+
+  /** Links probed at the idle interval (for the cap on them all together); recounted at most once a second. */
+  function idleLinkCount(): number {
+    const at = elapsed()
+    if (at - idleLinks.at < 1000) return idleLinks.count
+    let count = 0
+    for (const peerId of links.keys()) if (!activePeers.has(peerId)) count++
+    idleLinks = { count, at }
+    return count
   }
 
   function relayPairCounts(): { idle: number; fast: number } {
@@ -639,6 +651,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       if (active) activePeers.add(peerId)
       else activePeers.delete(peerId)
       pairCounts.at = Number.NEGATIVE_INFINITY
+      idleLinks.at = Number.NEGATIVE_INFINITY
       if (!active) return
       // Going active: the next probe comes within the active interval, not after the rest of an idle one;
       // relayed probes toward this peer speed up too.

@@ -29,6 +29,8 @@ export class FakeProbeNetwork {
   readonly sent = new Map<string, number>()
   /** Payload sizes of every packet each node sent. */
   readonly payloadsBy = new Map<string, number[]>()
+  /** Payload sizes of every packet, per "from>to" node pair. */
+  readonly payloadsByPair = new Map<string, number[]>()
 
   constructor(private readonly now: () => number) {}
 
@@ -84,6 +86,9 @@ export class FakeProbeNetwork {
           const payloads = this.payloadsBy.get(end.node) ?? []
           payloads.push(bytes.length)
           this.payloadsBy.set(end.node, payloads)
+          const pairPayloads = this.payloadsByPair.get(pair) ?? []
+          pairPayloads.push(bytes.length)
+          this.payloadsByPair.set(pair, pairPayloads)
           if (this.#down.has(pair)) return
           const arrivesAfter = this.#delayMs.get(pair) ?? 0
           const lag = this.#lagMs.get(end.peer) ?? 0

@@ -21,11 +21,13 @@ describe('probe budget', () => {
   })
 
   it.each([
-    { peers: 99, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 19.6, perNode: 16_192 },
+    // Idle: 5 direct probes/s and 4 relayed ones/s per node, whatever the number of peers.
+    { peers: 99, active: false, relays: 3, directPerPeer: 10.9, relayPerPeer: 19.6, perNode: 3_016 },
     { peers: 99, active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 97.8, perNode: 111_509 },
-    { peers: 20, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 96.8, perNode: 4_816 },
-    // Below the cap (6 pairs): every pair at its own interval.
+    { peers: 20, active: false, relays: 3, directPerPeer: 54, relayPerPeer: 96.8, perNode: 3_016 },
+    // Below both caps (7 links or fewer, 6 pairs): every link and pair at its own interval.
     { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 869 },
+    { peers: 6, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 2_606 },
   ])('the figures in docs/paths.md: active=$active, $relays relays per destination, $peers peers', ({ peers, active, relays, directPerPeer, relayPerPeer, perNode }) => {
     const budget = probeBudget({ peers, relaysPerDestination: relays, active })
     expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)
@@ -107,5 +109,55 @@ describe('relayed probing is capped per node', () => {
     // Uncapped, 60 pairs every 1–1.2 s would be ~55 a second.
     expect(relayRequests / seconds).toBeGreaterThan(20 * 0.8)
     expect(relayRequests / seconds).toBeLessThan(20 * 1.1)
+  })
+})
+
+describe('direct probing of idle links is capped per node', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 0 })
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  const run = async (activePeers: number): Promise<{ idleRequests: number; activeRequests: number; seconds: number; alive: boolean }> => {
+    const now = (): number => Date.now()
+    const network = new FakeProbeNetwork(now)
+    const peers = Array.from({ length: 20 }, (_, i) => `p${i}`)
+    const peerIds = Object.fromEntries(peers.map((p, i) => [p, `12D3KooW${'DEFGHJKLMNPQRSTUVWXYZ'.charAt(i).repeat(44)}`]))
+    for (const peer of peers) network.link('a', peer, 5, 5)
+    const controller = new AbortController()
+    // Every peer answers echoes (a service of its own with only its link to a), so links stay alive.
+    const services = ['a', ...peers].map((node) => {
+      const service = createProbeService({ selfId: node === 'a' ? ids.a : (peerIds[node] ?? ''), logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory(node) }, controller.signal)
+      service.setLinks(network.linksOf(node, { ...peerIds, a: ids.a }))
+      return service
+    })
+    const a = services[0]
+    for (const peer of peers.slice(0, activePeers)) a?.setActive(peerIds[peer] ?? '', true)
+    await vi.advanceTimersByTimeAsync(30_000)
+    const sentTo = (peer: string): number => (network.payloadsByPair.get(`a>${peer}`) ?? []).filter((size) => size === PROBE_PAYLOAD_BYTES.echoRequest).length
+    const count = (list: string[]): number => list.reduce((sum, peer) => sum + sentTo(peer), 0)
+    const idleBefore = count(peers.slice(activePeers))
+    const activeBefore = count(peers.slice(0, activePeers))
+    const seconds = 120
+    await vi.advanceTimersByTimeAsync(seconds * 1000)
+    const alive = a?.snapshot().links.get(peerIds.p19 ?? '')?.alive === true
+    controller.abort()
+    return { idleRequests: count(peers.slice(activePeers)) - idleBefore, activeRequests: count(peers.slice(0, activePeers)) - activeBefore, seconds, alive }
+  }
+
+  it('20 idle links get 5 probes a second between them, not 20 every 1.5 s, and stay alive', async () => {
+    const { idleRequests, seconds, alive } = await run(0)
+    expect(alive).toBe(true)
+    // Uncapped, 20 links every 1–2 s would be ~13 a second.
+    expect(idleRequests / seconds).toBeGreaterThan(5 * 0.85)
+    expect(idleRequests / seconds).toBeLessThan(5 * 1.1)
+  })
+
+  it('a link with traffic is not capped: it keeps the active interval beside 19 idle ones', async () => {
+    const { activeRequests, idleRequests, seconds } = await run(1)
+    expect(activeRequests / seconds).toBeGreaterThan(4)
+    expect(idleRequests / seconds).toBeLessThan(5 * 1.1)
   })
 })
