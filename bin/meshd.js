@@ -56,7 +56,9 @@ if (major >= REQUIRED_MAJOR) {
     const flags = hasAgentFlags() ? [] : AGENT_NODE_FLAGS
     process.execve(process.execPath, [process.execPath, ...process.execArgv, ...flags, fileURLToPath(import.meta.url), ...args], agentEnv())
   }
-  const { main } = await import(join(here, '..', 'dist', 'main.js'))
+  // The minified bundle (npm run build makes it; ~15 MiB less resident memory than tsc's thousand-odd modules), else tsc's output.
+  const bundle = join(here, '..', 'dist', 'bundle', 'meshd.js')
+  const { main } = await import(existsSync(bundle) ? bundle : join(here, '..', 'dist', 'main.js'))
   process.exitCode = await main(args)
 } else {
   const node = bundledNode()

@@ -8,7 +8,7 @@
 // dependencies hoisted beside it). devDependencies are never copied.
 
 import { dirname, isAbsolute, join, relative, sep } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { packageRoot } from '../version.js'
 
 /** One file or directory to copy; `to` is relative to the install prefix. */
 export interface CopyEntry {
@@ -29,9 +29,9 @@ export class PackageError extends Error {
   override readonly name = 'PackageError'
 }
 
-/** The directory holding meshd's package.json: two levels above this module, in dist/install/ or src/install/. */
+/** The directory holding meshd's package.json (src/, dist/ or the bundle in dist/bundle/ are below it). */
 export function thisPackageRoot(): string {
-  return fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
+  return packageRoot()
 }
 
 interface Manifest {
