@@ -400,16 +400,7 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     canCreateInterfaces: canCreate,
 
     async createInterfaces(names, { signal }) {
-      const failures = new Map<string, Error>()
-      const valid: string[] = []
-      for (const name of new Set(names)) {
-        try {
-          checkCall(name, 'tuntap add', signal)
-          valid.push(name)
-        } catch (error) {
-          failures.set(name, error instanceof Error ? error : new Error(String(error)))
-        }
-      }
+      const { valid, failures } = validNames(names, 'tuntap add', signal)
       const failed = await ipBatch('tuntap add', valid.map((name) => `tuntap add dev ${name} mode tun`), { ipPath, signal, timeoutMs: processTimeoutMs })
       for (const [index, message] of failed) {
         const name = valid[index] ?? ''
@@ -422,16 +413,7 @@ export function createUserspaceBackend(init: UserspaceBackendInit = {}): Wiregua
     },
 
     async removeInterfaces(names, { signal }) {
-      const failures = new Map<string, Error>()
-      const valid: string[] = []
-      for (const name of new Set(names)) {
-        try {
-          checkCall(name, 'wireguard remove', signal)
-          valid.push(name)
-        } catch (error) {
-          failures.set(name, error instanceof Error ? error : new Error(String(error)))
-        }
-      }
+      const { valid, failures } = validNames(names, 'wireguard remove', signal)
       // One read of the socket table and one scan of /proc for all of them.
       const table = await listeners()
       const inodes = new Map(valid.flatMap((name) => (table.has(name) ? [[name, table.get(name) ?? '']] : [])))
@@ -590,6 +572,21 @@ async function running(pid: number): Promise<boolean> {
 }
 
 /** Rejects an aborted call, and names meshd does not own or the kernel would refuse (which also keeps the socket path inside uapiDir). */
+/** Each distinct name checked as checkCall does; the refused ones come back as failures, never thrown. */
+function validNames(names: Iterable<string>, operation: string, signal: AbortSignal): { valid: string[]; failures: Map<string, Error> } {
+  const failures = new Map<string, Error>()
+  const valid: string[] = []
+  for (const name of new Set(names)) {
+    try {
+      checkCall(name, operation, signal)
+      valid.push(name)
+    } catch (error) {
+      failures.set(name, error instanceof Error ? error : new Error(String(error)))
+    }
+  }
+  return { valid, failures }
+}
+
 function checkCall(name: string, operation: string, signal: AbortSignal): void {
   if (signal.aborted) throw new KernelError(operation, 'EABORTED', name)
   if (!isOwnedLinkName(name) || name === LINK_PREFIX || interfaceNameProblem(name) !== undefined) {
