@@ -571,7 +571,6 @@ async function running(pid: number): Promise<boolean> {
   }
 }
 
-/** Rejects an aborted call, and names meshd does not own or the kernel would refuse (which also keeps the socket path inside uapiDir). */
 /** Each distinct name checked as checkCall does; the refused ones come back as failures, never thrown. */
 function validNames(names: Iterable<string>, operation: string, signal: AbortSignal): { valid: string[]; failures: Map<string, Error> } {
   const failures = new Map<string, Error>()
@@ -587,6 +586,7 @@ function validNames(names: Iterable<string>, operation: string, signal: AbortSig
   return { valid, failures }
 }
 
+/** Rejects an aborted call, and names meshd does not own or the kernel would refuse (which also keeps the socket path inside uapiDir). */
 function checkCall(name: string, operation: string, signal: AbortSignal): void {
   if (signal.aborted) throw new KernelError(operation, 'EABORTED', name)
   if (!isOwnedLinkName(name) || name === LINK_PREFIX || interfaceNameProblem(name) !== undefined) {
