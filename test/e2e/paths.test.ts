@@ -179,8 +179,12 @@ describe('hosts behind endpoint-independent NATs', () => {
     })
     // Each talks to b, which has a public address, directly over the underlay.
     expect(controlOf('a', lab.idOf('b'))).toBe('direct')
-    const moved = [lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('control connection moved onto the pair link'))
-    expect(moved).toBe(true)
+    // The dialling side logs the move once it has also closed the relayed connections (a moment after status shows it).
+    await pollUntil(() => ([lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('control connection moved onto the pair link')) ? true : undefined), {
+      deadlineMs: 10_000,
+      intervalMs: 100,
+      what: "a's or c's log shows the move onto the pair link",
+    })
     const { answered } = await pingStream(lab.host('a'), lab.overlayOf('c'), 5, 0.2)
     expect(answered.length).toBeGreaterThan(0)
   })
@@ -196,7 +200,11 @@ describe('hosts behind endpoint-independent NATs', () => {
       intervalMs: 250,
       what: 'neither a nor c keeps a control connection over the dead pair link',
     })
-    expect([lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('pair link dead: its control connection closed'))).toBe(true)
+    await pollUntil(() => ([lab.host('a'), lab.host('c')].some((host) => host.log.join('').includes('pair link dead: its control connection closed')) ? true : undefined), {
+      deadlineMs: 10_000,
+      intervalMs: 100,
+      what: "a's or c's log shows the connection over the dead link closed",
+    })
     await lab.underlay.restore('a', 'c')
     await pollUntil(() => (controlOf('a', c) === 'pair-link' && controlOf('c', a) === 'pair-link' ? true : undefined), {
       deadlineMs: 90_000,
