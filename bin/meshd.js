@@ -56,9 +56,11 @@ if (major >= REQUIRED_MAJOR) {
     const flags = hasAgentFlags() ? [] : AGENT_NODE_FLAGS
     process.execve(process.execPath, [process.execPath, ...process.execArgv, ...flags, fileURLToPath(import.meta.url), ...args], agentEnv())
   }
-  // The minified bundle (npm run build makes it; ~15 MiB less resident memory than tsc's thousand-odd modules), else tsc's output.
+  // The minified bundle (npm run build makes it; ~15 MiB less resident memory than tsc's thousand-odd modules), else tsc's
+  // output; MESHD_UNBUNDLED=1 asks for the latter (readable stack traces and CPU profiles, and the bundle bench's baseline).
   const bundle = join(here, '..', 'dist', 'bundle', 'meshd.js')
-  const { main } = await import(existsSync(bundle) ? bundle : join(here, '..', 'dist', 'main.js'))
+  const useBundle = process.env.MESHD_UNBUNDLED !== '1' && existsSync(bundle)
+  const { main } = await import(useBundle ? bundle : join(here, '..', 'dist', 'main.js'))
   process.exitCode = await main(args)
 } else {
   const node = bundledNode()
