@@ -382,11 +382,17 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   /** Members reached only through a relay whose pair link is up: libp2p moves onto the link. */
   const moveControlOntoPairLinks = async (signal: AbortSignal): Promise<void> => {
     if (!node?.isStarted || !identity || !service || !probes) return
-    const alive = probes.snapshot().links
     const at = now()
-    const candidates = plannedLinks.map((link) => ({
+    const linked = plannedLinks.map((link) => ({ link, connections: node?.connectionsTo(link.peerId as NodeId) ?? [] }))
+    // The usual case, every member reached directly or over its link: no prober snapshot, no state to keep.
+    if (linked.every(({ link, connections }) => ['direct', 'pair-link'].includes(classifyControl(connections, link.peer4) ?? ''))) {
+      pairLinkDialState = emptyPairLinkDialState
+      return
+    }
+    const alive = probes.snapshot().links
+    const candidates = linked.map(({ link, connections }) => ({
       peer: link.peerId,
-      connections: node?.connectionsTo(link.peerId as NodeId) ?? [],
+      connections,
       linkUp: isFresh(monitor?.get(link.peerId), at, HANDSHAKE_FRESH_MS) && alive.get(link.peerId)?.alive === true,
       peer4: link.peer4,
       libp2pPort: libp2pPortOf(service?.member(link.peerId as NodeId)?.endpoints ?? []),
