@@ -380,7 +380,7 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
     simCpuPct: number
     wgo: { count: number; rss: number }
     simWgo: number
-    simLoop: { p50: number; p99: number; max: number } | undefined
+    simStats: { eventLoopMs: { p50: number; p99: number; max: number }; pairs: { onLo: number; skipped: number } } | undefined
     before: { up: number; probed: number; relayed: number }
     after: { up: number; probed: number; relayed: number }
     waitedMs: number
@@ -470,7 +470,7 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
     simStats()
     const windowStats = LIVE_SIM
       ? await pollUntil(() => (statsLines() > seen ? out.join('').split('\n').filter((l) => l.startsWith('stats ')).at(-1) : undefined), { deadlineMs: 10_000, intervalMs: 50, what: 'sim-members stats' })
-          .then((line) => (JSON.parse(line.slice('stats '.length)) as { eventLoopMs: { p50: number; p99: number; max: number } }).eventLoopMs)
+          .then((line) => JSON.parse(line.slice('stats '.length)) as { eventLoopMs: { p50: number; p99: number; max: number }; pairs: { onLo: number; skipped: number } })
           .catch(() => undefined)
       : undefined
     const dumpDir = process.env.MESHD_BENCH_DUMP_DIR
@@ -488,7 +488,7 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
       simCpuPct: simIdle.cpuPct,
       wgo: wireguardGoRssMiB(h5),
       simWgo: wireguardGoRssMiB(sim).count,
-      simLoop: windowStats,
+      simStats: windowStats,
       before,
       after,
       waitedMs,
@@ -503,7 +503,7 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
     const label = `h5 with ${f.peers} simulated peers`
     const events = [...f.events].map(([msg, n]) => `${n} '${msg}'`).join(', ')
     const liveness = LIVE_SIM
-      ? `live links: ${f.before.up}/${f.peers} up and ${f.before.probed} answering probes before the quiet period (after ${(f.waitedMs / 1000).toFixed(1)} s), ${f.settled ? `paths quiet for ${SETTLE_MS / 1000} s after ${(f.settleMs / 1000).toFixed(1)} s` : `paths NOT quiet for ${SETTLE_MS / 1000} s within ${SETTLE_DEADLINE_MS / 1000} s`}, ${f.after.up}/${f.peers} up and ${f.after.probed} answering after the window, ${f.after.relayed} routed via a relay; in the window ${events}; all links together ${f.linkBytesPerSecond.toFixed(0)} B/s (rx+tx); simulated side ${f.simWgo} wireguard-go, its process ${f.simCpuPct.toFixed(1)} % of a core${f.simLoop ? ` (event-loop delay p50 ${f.simLoop.p50} / p99 ${f.simLoop.p99} / max ${f.simLoop.max} ms)` : ''}`
+      ? `live links: ${f.before.up}/${f.peers} up and ${f.before.probed} answering probes before the quiet period (after ${(f.waitedMs / 1000).toFixed(1)} s), ${f.settled ? `paths quiet for ${SETTLE_MS / 1000} s after ${(f.settleMs / 1000).toFixed(1)} s` : `paths NOT quiet for ${SETTLE_MS / 1000} s within ${SETTLE_DEADLINE_MS / 1000} s`}, ${f.after.up}/${f.peers} up and ${f.after.probed} answering after the window, ${f.after.relayed} routed via a relay; in the window ${events}; all links together ${f.linkBytesPerSecond.toFixed(0)} B/s (rx+tx); simulated side ${f.simWgo} wireguard-go, its process ${f.simCpuPct.toFixed(1)} % of a core${f.simStats ? ` (event-loop delay p50 ${f.simStats.eventLoopMs.p50} / p99 ${f.simStats.eventLoopMs.p99} / max ${f.simStats.eventLoopMs.max} ms), ${f.simStats.pairs.onLo} member-member pairs on lo (${f.simStats.pairs.skipped} left out: address clash)` : ''}`
       : `dead links (no WireGuard on the simulated side): every link is dead to the prober`
     const detail = `${idleDetail(label, f.agent, f.bare, f.wgo)}; ${liveness}`
     recordBenchmark({ name: `agent-idle-rss-${f.peers}-sim`, figure: `${(f.agent.rssMiB / f.bare.rssMiB).toFixed(2)}x`, detail: `${detail}; target ≤ 100 MB` })

@@ -7,7 +7,7 @@
 // argv: <listen-ip> <count> <token> [--wireguard]   (one token with at least <count> uses)
 // stdin: optional lines `add <count> <token>`: admits and starts that many more members in this process;
 // `stats`: prints one line `stats {json}`: this process's event-loop delay since the last `stats` (ms) and,
-// with --wireguard, per member its live links and how many the prober holds alive, with their median RTT.
+// with --wireguard, the member–member pairs on lo (and skipped) and per member its live links and how many the prober holds alive, with their median RTT.
 // stdout: "ready <total>" once every member asked for so far is admitted and started; runs until SIGTERM,
 // then stops every member (and, with --wireguard, removes every interface and wireguard-go it made) and
 // exits 0 after printing "stopped".
@@ -165,6 +165,8 @@ async function startOne(token, text) {
 
 const hostOf = (cidr) => cidr.slice(0, cidr.indexOf('/') < 0 ? cidr.length : cidr.indexOf('/'))
 let lastSkipped = -1
+/** Member–member pairs on lo, and left out for an address clash, at the last pass. */
+let pairCounts = { onLo: 0, skipped: 0 }
 
 /** The union of every member's links to the agents (meshd's planner), plus lo addresses for member–member pairs. */
 function desired() {
@@ -222,6 +224,7 @@ function desired() {
     probeLinks.get(pair.a)?.push({ peerId: pair.b, local4: pair.local, peer4: pair.remote })
     probeLinks.get(pair.b)?.push({ peerId: pair.a, local4: pair.remote, peer4: pair.local })
   }
+  pairCounts = { onLo: pairs.length - skipped, skipped }
   if (skipped !== lastSkipped) {
     lastSkipped = skipped
     process.stderr.write(`sim-members: ${pairs.length - skipped} member-member pairs on lo, skipped ${skipped} (address clash)\n`)
@@ -287,7 +290,7 @@ function stats() {
     const rtts = links.flatMap((l) => (l.rttMs === undefined ? [] : [l.rttMs])).sort((a, b) => a - b)
     return { name: `sim${m.index}`, links: links.length, alive: links.filter((l) => l.alive).length, medianRttMs: rtts[Math.floor(rtts.length / 2)] ?? null }
   })
-  process.stdout.write(`stats ${JSON.stringify({ eventLoopMs: loop, members: perMember })}\n`)
+  process.stdout.write(`stats ${JSON.stringify({ eventLoopMs: loop, pairs: pairCounts, members: perMember })}\n`)
 }
 
 let queue = Promise.resolve()
