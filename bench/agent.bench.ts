@@ -473,6 +473,12 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
           .then((line) => JSON.parse(line.slice('stats '.length)) as { eventLoopMs: { p50: number; p99: number; max: number }; pairs: { onLo: number; skipped: number } })
           .catch(() => undefined)
       : undefined
+    // MESHD_BENCH_PROFILE_DIR=<dir>: after the window, a 20 s CPU profile of the agent (run with MESHD_UNBUNDLED=1 for real names).
+    const profileDir = process.env.MESHD_BENCH_PROFILE_DIR
+    if (profileDir !== undefined) {
+      const profile = spawnSync('ip', ['netns', 'exec', h5.ns.name, node, 'bench/support/cpu-profile.mjs', String(pidOf(h5)), '20', join(profileDir, `agent-sim-${members}.cpuprofile`)], { encoding: 'utf8' })
+      writeFileSync(join(profileDir, `agent-sim-${members}.txt`), profile.stdout + profile.stderr)
+    }
     const dumpDir = process.env.MESHD_BENCH_DUMP_DIR
     if (dumpDir !== undefined) {
       const pathLines = h5.log.join('').split('\n').filter((l) => l.includes('"path changed"') || l.includes('"probe: '))

@@ -69,6 +69,8 @@ const MDNS_JOIN_WAIT_MS = 15_000
 const UNDERLAY_REFRESH_MS = 30_000
 /** A libp2p dial through a pair link: the tunnel is up, so an answer comes within a round trip or not at all. */
 const PAIR_LINK_DIAL_MS = 5_000
+/** How often the agent looks for members reached only through a relay whose pair link is up. */
+const PAIR_LINK_CHECK_MS = 5_000
 
 export interface AgentInit {
   stateDir: string
@@ -128,6 +130,8 @@ export interface PeerLinkSources {
   /** Picks the endpoint (undefined: leave it to WireGuard's roaming); by default the first candidate. */
   endpointFor?: (peer: NodeId, candidates: Endpoint[]) => Endpoint | undefined
   underlayMtuFor?: (address: string) => number
+  /** allocateInterfaceNames, or a memoised one (a hash per link, on every pass). */
+  interfaceNames?: (self: NodeId, peers: readonly NodeId[]) => Map<NodeId, string>
 }
 
 /** The PeerLinks the planner needs, from negotiated link parameters and the members' records. */
@@ -136,7 +140,7 @@ export function peerLinksFrom(self: NodeId, links: ReadonlyMap<NodeId, LinkParam
   const endpointFor = sources.endpointFor ?? ((_peer: NodeId, candidates: Endpoint[]) => candidates[0])
   const underlayMtuFor = sources.underlayMtuFor ?? (() => DEFAULT_UNDERLAY_MTU)
   const peers = [...links.keys()].filter((peer) => publicKeyOf(peer) !== undefined)
-  const names = allocateInterfaceNames(self, peers)
+  const names = (sources.interfaceNames ?? allocateInterfaceNames)(self, peers)
   const result: PeerLink[] = []
   for (const peer of peers) {
     const params = links.get(peer)
@@ -215,6 +219,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let underlayView: { routes: ObservedRoute[]; links: ObservedLink[]; readAt: number } | undefined
   let monitorTimer: NodeJS.Timeout | undefined
   let pairLinkDialState: PairLinkDialState = emptyPairLinkDialState
+  let pairLinksCheckedAt = Number.NEGATIVE_INFINITY
   /** Per link without a fresh handshake: the endpoint being tried, and how many candidates there were to choose from. */
   const endpointAttempts = new Map<NodeId, { attempt: EndpointAttempt; candidates: number }>()
 
@@ -224,6 +229,14 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   let again = false
 
   const publicKeyOf = (peer: NodeId): string | undefined => service?.member(peer)?.wireguardPublicKey
+
+  /** The link names of the last peer set: the same until a member comes or goes. */
+  let namesMemo: { key: string; names: Map<NodeId, string> } | undefined
+  const interfaceNames = (self: NodeId, peers: readonly NodeId[]): Map<NodeId, string> => {
+    const key = `${self} ${[...peers].sort().join(' ')}`
+    if (namesMemo?.key !== key) namesMemo = { key, names: allocateInterfaceNames(self, peers) }
+    return namesMemo.names
+  }
 
   /** Endpoint per link: none while the handshake is fresh (WireGuard roams), else the candidates in turn. */
   const endpointFor = (peer: NodeId, candidates: Endpoint[]): Endpoint | undefined => {
@@ -246,7 +259,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
 
   const refreshMonitor = async (signal: AbortSignal): Promise<void> => {
     if (!monitor || !negotiator || !identity) return
-    const links = peerLinksFrom(identity.nodeId, negotiator.links(), { publicKeyOf })
+    const links = peerLinksFrom(identity.nodeId, negotiator.links(), { publicKeyOf, interfaceNames })
     monitor.setLinks(links.map((l) => ({ peerId: l.peerId, ifname: l.ifname, peerPublicKey: l.peerPublicKey })))
     if (links.some((l) => monitor?.get(l.peerId) === undefined)) await monitor.poll({ signal })
   }
@@ -260,6 +273,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     const underlay = underlayView
     const links = peerLinksFrom(self, negotiator.links(), {
       publicKeyOf,
+      interfaceNames,
       recordAddressesOf: (peer) => service?.member(peer)?.endpoints.map((e) => e.address) ?? [],
       endpointFor,
       underlayMtuFor: (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuTowards(address, underlay.routes, underlay.links)),
@@ -358,12 +372,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
    * both ways.
    */
   const reconnect = async (startBootstrap: readonly string[], signal: AbortSignal | undefined): Promise<void> => {
-    if (!node || !service || !signal || signal.aborted || reconnecting || node.connectedPeers().length > 0) return
+    if (!node || !service || !signal || signal.aborted || reconnecting || !node.isStarted || node.hasConnections()) return
     reconnecting = true
     try {
       const addresses = [...new Set([...startBootstrap, ...bootstrapAddressesOf(service.peers())])]
       for (const address of addresses) {
-        if (signal.aborted || node.connectedPeers().length > 0) return
+        if (signal.aborted || node.hasConnections()) return
         try {
           await node.dial(address, { signal: AbortSignal.any([signal, AbortSignal.timeout(RECONNECT_INTERVAL_MS)]) })
           log.info({ address }, 'reconnected to the mesh')
@@ -383,6 +397,9 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   const moveControlOntoPairLinks = async (signal: AbortSignal): Promise<void> => {
     if (!node?.isStarted || !identity || !service || !probes) return
     const at = now()
+    // Not on every monitor poll: each check reads every member's connections, and nothing here is urgent.
+    if (at - pairLinksCheckedAt < PAIR_LINK_CHECK_MS) return
+    pairLinksCheckedAt = at
     const linked = plannedLinks.map((link) => ({ link, connections: node?.connectionsTo(link.peerId as NodeId) ?? [] }))
     // The usual case, every member reached directly or over its link: no prober snapshot, no state to keep.
     if (linked.every(({ link, connections }) => ['direct', 'pair-link'].includes(classifyControl(connections, link.peer4) ?? ''))) {
@@ -496,7 +513,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     if (!service || !identity || !network || !kernel || !negotiator) throw new ControlRefusal('the agent is still starting', 'starting')
     const own = service.ownRecord()
     const links = negotiator.links()
-    const names = allocateInterfaceNames(identity.nodeId, [...links.keys()].filter((peer) => service?.member(peer) !== undefined))
+    const names = interfaceNames(identity.nodeId, [...links.keys()].filter((peer) => service?.member(peer) !== undefined))
     const current = now()
     const peers: PeerStatus[] = []
     for (const record of service.peers()) {

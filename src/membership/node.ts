@@ -112,6 +112,8 @@ export interface MembershipNode {
   /** Public addresses of this node that libp2p learned from peers (identify). */
   observedAddresses(): string[]
   connectedPeers(): NodeId[]
+  /** Whether any connection is open (cheap: no peer ids are decoded). */
+  hasConnections(): boolean
   /** Remote addresses of the open connections to a member; relayed ones contain /p2p-circuit. */
   connectionsTo(nodeId: NodeId): string[]
   /** Connects to a multiaddr and returns who answered (checked by Noise). */
@@ -415,6 +417,10 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       return requireNode()
         .getPeers()
         .flatMap((peerId) => parseNodeId(peerId.toString()) ?? [])
+    },
+
+    hasConnections() {
+      return requireNode().getConnections().length > 0
     },
 
     connectionsTo(nodeId) {

@@ -82,6 +82,8 @@ export interface PathController {
 export const DEFAULT_MAX_RELAYS = 3
 export const DEFAULT_TICK_MS = 250
 export const DEFAULT_MAX_SKIP_MS = 5_000
+/** Relay candidates are re-ranked at least this often while nothing else asks for it. */
+export const RELAY_RECHOOSE_MS = 5_000
 
 const round = (value: number | undefined): number | null => (value === undefined || !Number.isFinite(value) ? null : Math.round(value * 10) / 10)
 
@@ -104,13 +106,26 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   let topologyChanged = true
   /** A switch is being held: the next decision depends on the clock alone. */
   let holding = false
+  /** The last evaluation moved a destination (its relays are then re-ranked at once). */
+  let pathsChangedLastTime = false
 
   const candidatesOf = (snapshot: ProbeSnapshot, destination: string): CandidateMetrics[] => {
     const relayed = snapshot.relayed.get(destination) ?? new Map()
     return candidatesFor(snapshot.links.get(destination), relayed, (relay) => snapshot.links.get(relay)?.alive === true)
   }
 
-  const updateRelayCandidates = (snapshot: ProbeSnapshot): void => {
+  let relaysChosenAt = Number.NEGATIVE_INFINITY
+  let relaysChosenAlive = ''
+  /**
+   * Relays are re-ranked when the topology, a link's liveness or a path changed, else at most every
+   * RELAY_RECHOOSE_MS: ranking is destinations × links, and probe replies move RTTs on almost every tick.
+   */
+  const updateRelayCandidates = (snapshot: ProbeSnapshot, now: number, force: boolean): void => {
+    let alive = ''
+    for (const [peer, stats] of snapshot.links) if (stats.alive) alive += `${peer},`
+    if (!force && alive === relaysChosenAlive && now - relaysChosenAt < RELAY_RECHOOSE_MS) return
+    relaysChosenAt = now
+    relaysChosenAlive = alive
     const linkRttMs = new Map<string, number>()
     for (const [peer, stats] of snapshot.links) if (stats.alive && stats.rttMs !== undefined) linkRttMs.set(peer, stats.rttMs)
     const current = new Map([...states].map(([destination, state]) => [destination, state.via]))
@@ -135,9 +150,9 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       // Read before the snapshot, so a change made while evaluating (new relay candidates) is seen at the next tick.
       const version = deps.probes.version?.()
       const snapshot = deps.probes.snapshot()
-      updateRelayCandidates(snapshot)
-      let changed = false
       const now = deps.now()
+      updateRelayCandidates(snapshot, now, topologyChanged || pathsChangedLastTime)
+      let changed = false
       holding = false
       for (const destination of destinations) {
         const decision = decidePath(states.get(destination), candidatesOf(snapshot, destination), now, policy)
@@ -153,6 +168,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       }
       evaluatedVersion = version
       topologyChanged = false
+      pathsChangedLastTime = changed
       return changed
     },
 

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/logging/logger.js'
-import { createPathController, type IntervalTimers, type ProbeSource } from '../../src/paths/controller.js'
+import { createPathController, RELAY_RECHOOSE_MS, type IntervalTimers, type ProbeSource } from '../../src/paths/controller.js'
 import type { LinkStats, ProbeChangeEvent, RelayedStats } from '../../src/probe/types.js'
 
 function fakeProbes() {
@@ -70,6 +70,29 @@ describe('path controller', () => {
     controller.evaluate()
     // b is nearer (5 vs 20 ms) but reports 90 ms to x; d reports 1 ms: d is the one to probe.
     expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['d'])
+  })
+
+  it('re-ranks relays when a link lives or dies at once, but for RTT moves alone at most every RELAY_RECHOOSE_MS', () => {
+    const probes = fakeProbes()
+    let now = 0
+    const controller = createPathController({ maxRelaysPerDestination: 1 }, { probes: probes.source, logger: createLogger({ level: 'silent' }), now: () => now, onPathsChanged: () => undefined })
+    controller.setTopology([], ['x'])
+    for (const [peer, rtt] of [['b', 5], ['d', 20], ['x', 50]] as const) probes.state.snapshot.links.set(peer, link(peer, rtt))
+    controller.evaluate()
+    expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['b'])
+    // d becomes the nearer relay: an RTT move, seen only once the re-rank interval has passed.
+    probes.state.snapshot.links.set('b', link('b', 40))
+    now = RELAY_RECHOOSE_MS - 1
+    controller.evaluate()
+    expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['b'])
+    now = RELAY_RECHOOSE_MS
+    controller.evaluate()
+    expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['d'])
+    // d dies: re-ranked on the next evaluation.
+    probes.state.snapshot.links.set('d', link('d', 20, false))
+    now += 1
+    controller.evaluate()
+    expect(probes.state.relayCandidates.at(-1)?.get('x')).toEqual(['b'])
   })
 
   it('forgets destinations that left', () => {
