@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { afterAll, expect, it } from 'vitest'
 import { AgentLab, createToken, mdLinks, meshd, MESHD_BIN, startAgent, status, stopAgent, waitForAgent, wireguardGoPids, type AgentHost } from '../test/support/agents.js'
 import { Netns } from '../test/support/netns.js'
@@ -171,6 +171,8 @@ interface Idle {
   rssMiB: number
   /** Of rssMiB, anonymous memory (heap, stacks); the rest is mapped files, mostly the node binary. */
   anonMiB: number
+  /** CPU % per thread name in the window, e.g. "node 2.1, V8 DefaultWorke 0.4". */
+  threads: string
 }
 
 function statusKiB(pid: number, field: string): number {
@@ -179,8 +181,31 @@ function statusKiB(pid: number, field: string): number {
 }
 
 /** CPU (% of one core) over the same window and RSS at its end, for each pid. */
+/** utime+stime ticks per thread name (main thread "node", V8's and libuv's workers by theirs). */
+function threadTicks(pid: number): Map<string, number> {
+  const byName = new Map<string, number>()
+  let tids: string[] = []
+  try {
+    tids = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return byName
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      byName.set(name, (byName.get(name) ?? 0) + Number(fields[11]) + Number(fields[12]))
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return byName
+}
+
 async function idle(pids: readonly number[]): Promise<Idle[]> {
   const before = pids.map(cpuTicks)
+  const threadsBefore = pids.map(threadTicks)
   const start = performance.now()
   await delay(IDLE_WINDOW_MS)
   const seconds = (performance.now() - start) / 1000
@@ -189,7 +214,8 @@ async function idle(pids: readonly number[]): Promise<Idle[]> {
     const after = cpuTicks(pid)
     const user = after.user - (before[i]?.user ?? 0)
     const system = after.system - (before[i]?.system ?? 0)
-    return { cpuPct: pct(user + system), systemPct: pct(system), rssMiB: rssMiB(pid), anonMiB: statusKiB(pid, 'RssAnon') / 1024 }
+    const threads = [...threadTicks(pid)].map(([name, ticks]) => [name, pct(ticks - (threadsBefore[i]?.get(name) ?? 0))] as const).filter(([, p]) => p > 0)
+    return { cpuPct: pct(user + system), systemPct: pct(system), rssMiB: rssMiB(pid), anonMiB: statusKiB(pid, 'RssAnon') / 1024, threads: threads.map(([name, p]) => `${name} ${p.toFixed(1)}`).join(', ') }
   })
 }
 
@@ -242,7 +268,7 @@ function pidOf(host: AgentHost): number {
 }
 
 function idleDetail(label: string, agent: Idle, base: Idle, wgo: { count: number; rss: number }): string {
-  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS (${agent.anonMiB.toFixed(1)} anonymous), ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s (${agent.systemPct.toFixed(2)} in the kernel); bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
+  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS (${agent.anonMiB.toFixed(1)} anonymous), ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s (${agent.systemPct.toFixed(2)} in the kernel; by thread: ${agent.threads || 'none'}); bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
 }
 
 // ── The benchmarks ──────────────────────────────────────────────────────────
