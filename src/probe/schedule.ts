@@ -61,7 +61,7 @@ export function jitteredDelayMs(range: { min: number; max: number }, random: num
  * the largest part of an idle agent's CPU. An idle link needs no quick verdict:
  * a link that starts carrying traffic is probed at the active interval.
  */
-export const DIRECT_IDLE_PROBE_RATE_PER_SECOND = 5
+export const DIRECT_IDLE_PROBE_RATE_PER_SECOND = 2
 
 /** `idleLinks`: how many links this node probes at the idle interval now; omitted: no cap. */
 export function directProbeDelayMs(active: boolean, random: number, idleLinks?: number): number {
@@ -83,7 +83,7 @@ const meanOf = (range: { min: number; max: number }): number => (range.min + ran
  * idle agent's CPU. The relay carrying an active destination's traffic is not
  * capped: its death must be noticed within a second.
  */
-export const RELAY_PROBE_RATE = { idlePerSecond: 4, fastPerSecond: 20 } as const
+export const RELAY_PROBE_RATE = { idlePerSecond: 1, fastPerSecond: 20 } as const
 
 export interface RelayProbeSituation {
   destinationActive: boolean

@@ -4,6 +4,7 @@
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { PROBE_PAYLOAD_BYTES, probeBudget, wireBytes, wireguardTransferBytes } from '../../src/probe/budget.js'
+import { DIRECT_IDLE_PROBE_RATE_PER_SECOND } from '../../src/probe/schedule.js'
 import { createProbeService } from '../../src/probe/service.js'
 import type { ProbeService } from '../../src/probe/types.js'
 import { FakeProbeNetwork } from '../support/probe-fake-network.js'
@@ -21,13 +22,13 @@ describe('probe budget', () => {
   })
 
   it.each([
-    // Idle: 5 direct probes/s and 4 relayed ones/s per node, whatever the number of peers.
-    { peers: 99, active: false, relays: 3, directPerPeer: 10.9, relayPerPeer: 19.6, perNode: 3_016 },
+    // Idle: 2 direct probes/s and 1 relayed one/s per node, whatever the number of peers.
+    { peers: 99, active: false, relays: 3, directPerPeer: 4.4, relayPerPeer: 4.9, perNode: 916 },
     { peers: 99, active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 97.8, perNode: 111_509 },
-    { peers: 20, active: false, relays: 3, directPerPeer: 54, relayPerPeer: 96.8, perNode: 3_016 },
-    // Below both caps (7 links or fewer, 6 pairs): every link and pair at its own interval.
-    { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 869 },
-    { peers: 6, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 290.4, perNode: 2_606 },
+    { peers: 20, active: false, relays: 3, directPerPeer: 21.6, relayPerPeer: 24.2, perNode: 916 },
+    // Below the direct cap (3 links or fewer): every link at its own interval.
+    { peers: 3, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 161.3, perNode: 916 },
+    { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 242, perNode: 772 },
   ])('the figures in docs/paths.md: active=$active, $relays relays per destination, $peers peers', ({ peers, active, relays, directPerPeer, relayPerPeer, perNode }) => {
     const budget = probeBudget({ peers, relaysPerDestination: relays, active })
     expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)
@@ -147,17 +148,17 @@ describe('direct probing of idle links is capped per node', () => {
     return { idleRequests: count(peers.slice(activePeers)) - idleBefore, activeRequests: count(peers.slice(0, activePeers)) - activeBefore, seconds, alive }
   }
 
-  it('20 idle links get 5 probes a second between them, not 20 every 1.5 s, and stay alive', async () => {
+  it(`20 idle links get ${DIRECT_IDLE_PROBE_RATE_PER_SECOND} probes a second between them, not 20 every 1.5 s, and stay alive`, async () => {
     const { idleRequests, seconds, alive } = await run(0)
     expect(alive).toBe(true)
     // Uncapped, 20 links every 1–2 s would be ~13 a second.
-    expect(idleRequests / seconds).toBeGreaterThan(5 * 0.85)
-    expect(idleRequests / seconds).toBeLessThan(5 * 1.1)
+    expect(idleRequests / seconds).toBeGreaterThan(DIRECT_IDLE_PROBE_RATE_PER_SECOND * 0.85)
+    expect(idleRequests / seconds).toBeLessThan(DIRECT_IDLE_PROBE_RATE_PER_SECOND * 1.1)
   })
 
   it('a link with traffic is not capped: it keeps the active interval beside 19 idle ones', async () => {
     const { activeRequests, idleRequests, seconds } = await run(1)
     expect(activeRequests / seconds).toBeGreaterThan(4)
-    expect(idleRequests / seconds).toBeLessThan(5 * 1.1)
+    expect(idleRequests / seconds).toBeLessThan(DIRECT_IDLE_PROBE_RATE_PER_SECOND * 1.1)
   })
 })

@@ -124,15 +124,28 @@ describe('probe schedule', () => {
   })
 
   it.each([
+    // Up to 3 idle links at 2 probes a second between them: the usual 1–2 s.
+    [false, 3, 0, 1000],
+    // Past that, idle links ÷ 2 s, ±10 %.
+    [false, 20, 0, 9000],
+    [false, 20, 0.5, 10_000],
+    [false, 99, 0.5, 49_500],
+    // A link with traffic is never capped.
+    [true, 99, 0, 200],
+  ] as const)('active=%s with %i idle links, random=%s → %i ms', (active, idleLinks, random, ms) => {
+    expect(directProbeDelayMs(active, random, idleLinks)).toBeCloseTo(ms, 3)
+  })
+
+  it.each([
     [{ destinationActive: true, directAlive: true, inUse: true }, 200],
     [{ destinationActive: true, directAlive: true, inUse: false }, 1000],
     [{ destinationActive: false, directAlive: true, inUse: true }, 4500],
     [{ destinationActive: false, directAlive: false }, 1000],
-    // Under the cap (4 idle / 20 fast probes a second for all pairs): the usual ranges.
-    [{ destinationActive: false, directAlive: true, pairs: { idle: 12, fast: 50 } }, 4500],
+    // Under the cap (1 idle / 20 fast probes a second for all pairs): the usual ranges.
+    [{ destinationActive: false, directAlive: true, pairs: { idle: 4, fast: 50 } }, 4500],
     [{ destinationActive: false, directAlive: false, pairs: { idle: 500, fast: 20 } }, 1000],
     // Over it: pairs ÷ rate, from 0.9 of that.
-    [{ destinationActive: false, directAlive: true, pairs: { idle: 60, fast: 0 } }, 13_500],
+    [{ destinationActive: false, directAlive: true, pairs: { idle: 60, fast: 0 } }, 54_000],
     [{ destinationActive: true, directAlive: true, inUse: false, pairs: { idle: 0, fast: 100 } }, 4500],
     // The relay in use for an active destination is never capped.
     [{ destinationActive: true, directAlive: true, inUse: true, pairs: { idle: 0, fast: 1000 } }, 200],
