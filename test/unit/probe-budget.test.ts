@@ -80,6 +80,17 @@ describe('probe budget', () => {
   })
 })
 
+/** Node a with a 5 ms link to each of 20 peers p0…p19, on a fake network with fake timers' clock. */
+function starOfTwenty(): { now: () => number; network: FakeProbeNetwork; peers: string[]; peerIds: Record<string, string>; controller: AbortController } {
+  const now = (): number => Date.now()
+  const network = new FakeProbeNetwork(now)
+  const peers = Array.from({ length: 20 }, (_, i) => `p${i}`)
+  // Base58 letters other than a, b and c's.
+  const peerIds = Object.fromEntries(peers.map((p, i) => [p, `12D3KooW${'DEFGHJKLMNPQRSTUVWXYZ'.charAt(i).repeat(44)}`]))
+  for (const peer of peers) network.link('a', peer, 5, 5)
+  return { now, network, peers, peerIds, controller: new AbortController() }
+}
+
 describe('relayed probing is capped per node', () => {
   beforeEach(() => {
     vi.useFakeTimers({ now: 0 })
@@ -89,13 +100,7 @@ describe('relayed probing is capped per node', () => {
   })
 
   it('60 fast pairs (20 destinations whose direct link is dead, 3 relays each) get 20 probes a second between them, not 60 every 1.1 s', async () => {
-    const now = (): number => Date.now()
-    const network = new FakeProbeNetwork(now)
-    const peers = Array.from({ length: 20 }, (_, i) => `p${i}`)
-    // Base58 letters other than a, b and c's.
-    const peerIds = Object.fromEntries(peers.map((p, i) => [p, `12D3KooW${'DEFGHJKLMNPQRSTUVWXYZ'.charAt(i).repeat(44)}`]))
-    for (const peer of peers) network.link('a', peer, 5, 5)
-    const controller = new AbortController()
+    const { now, network, peers, peerIds, controller } = starOfTwenty()
     // Only a runs a service: its peers never answer, so every direct link goes dead and every pair is probed fast.
     const service = createProbeService({ selfId: ids.a, logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory('a') }, controller.signal)
     service.setLinks(network.linksOf('a', peerIds))
@@ -122,12 +127,7 @@ describe('direct probing of idle links is capped per node', () => {
   })
 
   const run = async (activePeers: number): Promise<{ idleRequests: number; activeRequests: number; seconds: number; alive: boolean }> => {
-    const now = (): number => Date.now()
-    const network = new FakeProbeNetwork(now)
-    const peers = Array.from({ length: 20 }, (_, i) => `p${i}`)
-    const peerIds = Object.fromEntries(peers.map((p, i) => [p, `12D3KooW${'DEFGHJKLMNPQRSTUVWXYZ'.charAt(i).repeat(44)}`]))
-    for (const peer of peers) network.link('a', peer, 5, 5)
-    const controller = new AbortController()
+    const { now, network, peers, peerIds, controller } = starOfTwenty()
     // Every peer answers echoes (a service of its own with only its link to a), so links stay alive.
     const services = ['a', ...peers].map((node) => {
       const service = createProbeService({ selfId: node === 'a' ? ids.a : (peerIds[node] ?? ''), logger: pino({ level: 'silent' }), now, monotonicNow: now, socketFactory: network.socketFactory(node) }, controller.signal)
