@@ -13,6 +13,14 @@ export const DEAD_AFTER_MISSES = 3
  * an EWMA would drag them along for dozens.
  */
 export const RTT_WINDOW = 9
+/**
+ * …and none older than this, beyond the newest RTT_MIN_SAMPLES: an idle link
+ * is probed only every few seconds (every 10 s at 20 idle links), and samples
+ * from a busy moment (a link's handshake, many links coming up at once) would
+ * otherwise steer its path for minutes.
+ */
+export const RTT_MAX_AGE_MS = 30_000
+export const RTT_MIN_SAMPLES = 3
 
 export interface Estimator {
   readonly alive: boolean
@@ -22,6 +30,8 @@ export interface Estimator {
   readonly lastRttMs?: number
   /** The last RTT_WINDOW samples and consecutive differences, oldest first. */
   readonly recentRttsMs?: readonly number[]
+  /** When each of recentRttsMs was taken (the `at` of its reply). */
+  readonly recentRttsAt?: readonly number[]
   readonly recentDiffsMs?: readonly number[]
   /** Outcome of each decided probe, oldest first, at most LOSS_WINDOW: true = answered in time. */
   readonly outcomes: readonly boolean[]
@@ -52,14 +62,21 @@ export function median(values: readonly number[]): number | undefined {
 
 const pushWindow = (window: readonly number[] | undefined, value: number): number[] => [...(window ?? []), value].slice(-RTT_WINDOW)
 
-function withSample(estimator: Estimator, rttMs: number): Estimator {
+function withSample(estimator: Estimator, rttMs: number, at: number): Estimator {
   const sample = Math.max(0, rttMs)
-  if (estimator.provisional === true) return { ...estimator, srttMs: sample, lastRttMs: sample, recentRttsMs: [sample], recentDiffsMs: [], provisional: false }
+  if (estimator.provisional === true) return { ...estimator, srttMs: sample, lastRttMs: sample, recentRttsMs: [sample], recentRttsAt: [at], recentDiffsMs: [], provisional: false }
   const recentRttsMs = pushWindow(estimator.recentRttsMs, sample)
+  const recentRttsAt = pushWindow(estimator.recentRttsAt, at)
   // Jitter: the median difference between consecutive samples (RFC 3550's |D|, robustly averaged); known after two replies.
-  const recentDiffsMs = estimator.lastRttMs === undefined ? (estimator.recentDiffsMs ?? []) : pushWindow(estimator.recentDiffsMs, Math.abs(sample - estimator.lastRttMs))
+  const recentDiffsMs = estimator.lastRttMs === undefined ? [...(estimator.recentDiffsMs ?? [])] : pushWindow(estimator.recentDiffsMs, Math.abs(sample - estimator.lastRttMs))
+  // Age out old samples (and as many of the oldest differences), keeping the newest RTT_MIN_SAMPLES.
+  while (recentRttsMs.length > RTT_MIN_SAMPLES && recentRttsAt.length === recentRttsMs.length && at - (recentRttsAt[0] ?? at) > RTT_MAX_AGE_MS) {
+    recentRttsMs.shift()
+    recentRttsAt.shift()
+    if (recentDiffsMs.length >= recentRttsMs.length) recentDiffsMs.shift()
+  }
   const jitterMs = median(recentDiffsMs)
-  return { ...estimator, srttMs: median(recentRttsMs) ?? sample, ...(jitterMs === undefined ? {} : { jitterMs }), lastRttMs: sample, recentRttsMs, recentDiffsMs }
+  return { ...estimator, srttMs: median(recentRttsMs) ?? sample, ...(jitterMs === undefined ? {} : { jitterMs }), lastRttMs: sample, recentRttsMs, recentRttsAt, recentDiffsMs }
 }
 
 function pushOutcome(outcomes: readonly boolean[], answered: boolean): boolean[] {
@@ -76,7 +93,7 @@ function pushOutcome(outcomes: readonly boolean[], answered: boolean): boolean[]
  */
 export function recordReply(estimator: Estimator, rttMs: number, at: number): Step {
   const outcomes = estimator.lastReplyAt === undefined || !estimator.alive ? [true] : pushOutcome(estimator.outcomes, true)
-  const next: Estimator = { ...withSample(estimator, rttMs), alive: true, outcomes, consecutiveMisses: 0, lastReplyAt: at }
+  const next: Estimator = { ...withSample(estimator, rttMs, at), alive: true, outcomes, consecutiveMisses: 0, lastReplyAt: at }
   return { estimator: next, transition: estimator.alive ? undefined : 'alive' }
 }
 
@@ -93,8 +110,8 @@ export function recordMiss(estimator: Estimator): Step {
  * stands and liveness does not change) but its RTT feeds the smoothing, so a
  * path whose RTT jumped past the timeout raises its own timeout and recovers.
  */
-export function recordLateReply(estimator: Estimator, rttMs: number): Estimator {
-  return withSample(estimator, rttMs)
+export function recordLateReply(estimator: Estimator, rttMs: number, at: number): Estimator {
+  return withSample(estimator, rttMs, at)
 }
 
 /**

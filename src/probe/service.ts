@@ -438,7 +438,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       const entry = links.get(target.peerId)
       if (!entry) return
       if (probe.state === 'lost') {
-        entry.estimator = recordLateReply(entry.estimator, rttMs)
+        entry.estimator = recordLateReply(entry.estimator, rttMs, now())
         changed()
         return
       }
@@ -450,7 +450,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       const relayEntry = relays.get(target.destination)?.get(target.relay)
       if (!relayEntry || relayEntry.returnLeg !== target.returnLeg) return
       if (probe.state === 'lost') {
-        relayEntry.estimator = recordLateReply(relayEntry.estimator, rttMs)
+        relayEntry.estimator = recordLateReply(relayEntry.estimator, rttMs, now())
         changed()
         return
       }

@@ -12,6 +12,8 @@ import {
   recordMiss,
   recordReply,
   restartSmoothing,
+  RTT_MAX_AGE_MS,
+  RTT_MIN_SAMPLES,
   type Estimator,
   type Transition,
 } from '../../src/probe/estimator.js'
@@ -33,7 +35,7 @@ function run(events: Event[]): { estimator: Estimator; transitions: Transition[]
       estimator = step.estimator
       transitions.push(step.transition)
     } else {
-      estimator = recordLateReply(estimator, event.late)
+      estimator = recordLateReply(estimator, event.late, at)
       transitions.push(undefined)
     }
   })
@@ -110,6 +112,28 @@ describe('probe estimator', () => {
     { name: 'ceiling', events: [900], timeout: 1500 },
   ] as { name: string; events: Event[]; timeout: number }[])('probe timeout: $name', ({ events, timeout }) => {
     expect(probeTimeoutMs(run(events).estimator, DIRECT_TIMEOUT)).toBe(timeout)
+  })
+})
+
+describe('RTT samples age out', () => {
+  it(`beyond the newest ${RTT_MIN_SAMPLES}, a sample older than ${RTT_MAX_AGE_MS / 1000} s leaves the window: two fresh replies outvote five stale ones`, () => {
+    let estimator = initialEstimator
+    // A busy minute (a handshake, many links coming up): 100 ms, then the link is probed rarely (idle).
+    for (let i = 0; i < 5; i++) estimator = recordReply(estimator, 100, i * 1000).estimator
+    estimator = recordReply(estimator, 2, 40_000).estimator
+    expect(estimator.srttMs).toBe(100)
+    estimator = recordReply(estimator, 2, 41_000).estimator
+    expect(estimator.srttMs).toBe(2)
+    expect(estimator.recentRttsMs).toEqual([100, 2, 2])
+    // Without ageing, the median of [100 × 5, 2, 2] would still be 100.
+  })
+
+  it('keeps the newest samples however old they are, and the jitter window no longer than the RTT one', () => {
+    let estimator = initialEstimator
+    for (let i = 0; i < 9; i++) estimator = recordReply(estimator, 10 + (i % 2), i * 60_000).estimator
+    expect(estimator.recentRttsMs).toHaveLength(RTT_MIN_SAMPLES)
+    expect(estimator.recentDiffsMs?.length).toBeLessThanOrEqual(RTT_MIN_SAMPLES)
+    expect(estimator.srttMs).toBeGreaterThanOrEqual(10)
   })
 })
 
