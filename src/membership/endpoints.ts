@@ -54,22 +54,19 @@ export interface GatherEndpointsInit {
  * elsewhere could never use them.
  */
 export function gatherEndpoints(init: GatherEndpointsInit): EndpointCandidate[] {
-  const overlay4 = parseIpv4Cidr(init.network.ipv4Cidr)
-  const overlay6 = parseIpv6Cidr(init.network.ipv6Ula)
+  const isMeshInternal = meshInternalTest(init.network)
   const usable = (address: string, internal: boolean): string | undefined => {
     const v4 = parseIpv4(address)
     if (v4 !== undefined) {
-      if (v4 >>> 16 === 0xa9fe || v4 >>> 24 === 0 || v4 >>> 28 >= 0xe) return undefined
+      if (isMeshInternal(v4, undefined) || v4 >>> 24 === 0 || v4 >>> 28 >= 0xe) return undefined
       if (v4 >>> 24 === 127 && init.includeLoopback !== true) return undefined
-      if (overlay4 !== undefined && ipv4CidrContains(overlay4, v4)) return undefined
       return internal && init.includeLoopback !== true ? undefined : address
     }
     const v6 = parseIpv6(address)
     if (v6 === undefined) return undefined
     const text = formatIpv6(v6)
-    if ((v6[0] === 0xfe && ((v6[1] ?? 0) & 0xc0) === 0x80) || (v6[0] ?? 0) === 0xff) return undefined
+    if (isMeshInternal(undefined, v6) || (v6[0] ?? 0) === 0xff) return undefined
     if (text === '::' || (text === '::1' && init.includeLoopback !== true)) return undefined
-    if (overlay6 !== undefined && ipv6CidrContains(overlay6, v6)) return undefined
     return internal && init.includeLoopback !== true ? undefined : text
   }
 
@@ -105,14 +102,20 @@ export function gatherEndpoints(init: GatherEndpointsInit): EndpointCandidate[] 
  */
 export function isMeshInternalAddress(address: string, network: Pick<NetworkAnchor, 'ipv4Cidr' | 'ipv6Ula'>): boolean {
   const v4 = parseIpv4(address)
-  if (v4 !== undefined) {
-    const overlay4 = parseIpv4Cidr(network.ipv4Cidr)
-    return v4 >>> 16 === 0xa9fe || (overlay4 !== undefined && ipv4CidrContains(overlay4, v4))
-  }
+  if (v4 !== undefined) return meshInternalTest(network)(v4, undefined)
   const v6 = parseIpv6(address.split('%')[0] ?? '')
-  if (v6 === undefined) return false
+  return v6 !== undefined && meshInternalTest(network)(undefined, v6)
+}
+
+/** The test behind isMeshInternalAddress on parsed addresses, with the network's prefixes parsed once. */
+function meshInternalTest(network: Pick<NetworkAnchor, 'ipv4Cidr' | 'ipv6Ula'>): (v4: number | undefined, v6: ReturnType<typeof parseIpv6>) => boolean {
+  const overlay4 = parseIpv4Cidr(network.ipv4Cidr)
   const overlay6 = parseIpv6Cidr(network.ipv6Ula)
-  return (v6[0] === 0xfe && ((v6[1] ?? 0) & 0xc0) === 0x80) || (overlay6 !== undefined && ipv6CidrContains(overlay6, v6))
+  return (v4, v6) => {
+    if (v4 !== undefined) return v4 >>> 16 === 0xa9fe || (overlay4 !== undefined && ipv4CidrContains(overlay4, v4))
+    if (v6 === undefined) return false
+    return (v6[0] === 0xfe && ((v6[1] ?? 0) & 0xc0) === 0x80) || (overlay6 !== undefined && ipv6CidrContains(overlay6, v6))
+  }
 }
 
 /** The address part of a multiaddr such as /ip4/203.0.113.7/tcp/4001 or /ip6/2001:db8::1/tcp/…; undefined for others. */
