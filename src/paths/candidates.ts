@@ -78,27 +78,53 @@ export interface RelayChoiceInput {
   /** The relay each destination currently uses: always kept as a candidate. */
   current: ReadonlyMap<string, Via>
   maxPerDestination: number
+  /** The candidates chosen last time: each keeps its place until an outsider is clearly better (RELAY_SWAP_MARGIN). */
+  previous?: ReadonlyMap<string, readonly string[]>
 }
+
+/**
+ * How much lower an outsider's two-leg estimate must be before it takes a
+ * candidate's place: the larger of these. Without it, relays whose estimates
+ * are within noise of each other (a LAN, or one site) trade places at every
+ * re-ranking, and each newcomer is probed from scratch.
+ */
+export const RELAY_SWAP_MARGIN = { ms: 2, fraction: 0.2 } as const
+
+const clearlyBetter = (challenger: number, incumbent: number): boolean => incumbent - challenger > Math.max(RELAY_SWAP_MARGIN.ms, incumbent * RELAY_SWAP_MARGIN.fraction)
 
 /**
  * Which relays to probe for each destination: the ones whose estimated
  * two-leg RTT is lowest, at most maxPerDestination (plus the relay in use), so
- * probing costs O(N·k) per host instead of O(N²).
+ * probing costs O(N·k) per host instead of O(N²). Last time's candidates are
+ * sticky: an outsider replaces the worst of them only when clearly better.
  */
 export function chooseRelayCandidates(input: RelayChoiceInput): Map<string, string[]> {
   const result = new Map<string, string[]>()
   const relays = [...input.linkRttMs.keys()].sort()
+  const slots = Math.max(0, input.maxPerDestination)
   for (const destination of input.destinations) {
     const fallbackSecondLeg = input.linkRttMs.get(destination) ?? 0
     const ranked = relays
       .filter((relay) => relay !== destination)
       .map((relay) => ({ relay, estimate: (input.linkRttMs.get(relay) ?? 0) + (input.reportedRttMs?.(relay, destination) ?? fallbackSecondLeg) }))
       .sort((a, b) => a.estimate - b.estimate || a.relay.localeCompare(b.relay))
-      .slice(0, Math.max(0, input.maxPerDestination))
-      .map((r) => r.relay)
+    const before = new Set(input.previous?.get(destination) ?? [])
+    // Incumbents still eligible (a live link), best first; outsiders fill free slots, then challenge the worst.
+    const kept = ranked.filter((r) => before.has(r.relay)).slice(0, slots)
+    const outsiders = ranked.filter((r) => !before.has(r.relay))
+    for (const outsider of outsiders) {
+      if (kept.length < slots) {
+        kept.push(outsider)
+        continue
+      }
+      const worst = kept.reduce<(typeof kept)[number] | undefined>((w, r) => (w === undefined || r.estimate > w.estimate ? r : w), undefined)
+      if (worst === undefined || !clearlyBetter(outsider.estimate, worst.estimate)) break
+      kept.splice(kept.indexOf(worst), 1, outsider)
+    }
+    const chosen = kept.sort((a, b) => a.estimate - b.estimate || a.relay.localeCompare(b.relay)).map((r) => r.relay)
     const inUse = input.current.get(destination)
-    if (inUse !== undefined && inUse !== null && inUse !== destination && !ranked.includes(inUse)) ranked.push(inUse)
-    result.set(destination, ranked)
+    if (inUse !== undefined && inUse !== null && inUse !== destination && !chosen.includes(inUse)) chosen.push(inUse)
+    result.set(destination, chosen)
   }
   return result
 }

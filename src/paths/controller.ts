@@ -9,7 +9,7 @@
 // runs at least every `maxSkipMs`, as a backstop.
 
 import type { Logger } from '../logging/logger.js'
-import type { ProbeChangeEvent, ProbeLink, ProbeSnapshot } from '../probe/types.js'
+import type { LinkStats, ProbeChangeEvent, ProbeLink, ProbeSnapshot, RelayedStats } from '../probe/types.js'
 import { candidatesFor, chooseRelayCandidates, forwardSavingMs } from './candidates.js'
 import { decidePath, DEFAULT_PATH_POLICY, pathScore, type CandidateMetrics, type DestinationPathState, type PathPolicy, type Via } from './select.js'
 
@@ -99,6 +99,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   const states = new Map<string, DestinationPathState>()
   let destinations: readonly string[] = []
   let lastRelayKey = ''
+  let lastRelayCandidates: ReadonlyMap<string, readonly string[]> = new Map()
   const maxSkipMs = options.maxSkipMs ?? DEFAULT_MAX_SKIP_MS
   /** The prober's version the last evaluation saw (undefined: none yet, or a prober without versions). */
   let evaluatedVersion: number | undefined
@@ -108,6 +109,24 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   let holding = false
   /** The last evaluation moved a destination (its relays are then re-ranked at once). */
   let pathsChangedLastTime = false
+  /**
+   * Per destination, the prober's stats objects its last decision was made from. The prober hands out the same
+   * object while a path's measurements are unchanged, so a destination none of whose paths moved is skipped
+   * (a probe reply changes one or two of them; idle CPU at 20 peers, issue 5).
+   */
+  const decidedFrom = new Map<string, { direct: LinkStats | undefined; relayed: RelayedStats[]; relayLinksAlive: boolean[] }>()
+  const relayLinksAlive = (snapshot: ProbeSnapshot, relayed: ReadonlyMap<string, RelayedStats> | undefined): boolean[] => [...(relayed?.keys() ?? [])].map((relay) => snapshot.links.get(relay)?.alive === true)
+  const unchangedSince = (destination: string, snapshot: ProbeSnapshot): boolean => {
+    const inputs = decidedFrom.get(destination)
+    const relayed = snapshot.relayed.get(destination)
+    if (inputs === undefined || inputs.direct !== snapshot.links.get(destination) || inputs.relayed.length !== (relayed?.size ?? 0)) return false
+    let i = 0
+    for (const [relay, stats] of relayed ?? []) {
+      if (inputs.relayed[i] !== stats || inputs.relayLinksAlive[i] !== (snapshot.links.get(relay)?.alive === true)) return false
+      i++
+    }
+    return true
+  }
 
   const candidatesOf = (snapshot: ProbeSnapshot, destination: string): CandidateMetrics[] => {
     const relayed = snapshot.relayed.get(destination) ?? new Map()
@@ -129,7 +148,15 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     const linkRttMs = new Map<string, number>()
     for (const [peer, stats] of snapshot.links) if (stats.alive && stats.rttMs !== undefined) linkRttMs.set(peer, stats.rttMs)
     const current = new Map([...states].map(([destination, state]) => [destination, state.via]))
-    const candidates = chooseRelayCandidates({ destinations, linkRttMs, current, maxPerDestination: maxRelays, ...(deps.reportedRttMs ? { reportedRttMs: deps.reportedRttMs } : {}) })
+    const candidates = chooseRelayCandidates({
+      destinations,
+      linkRttMs,
+      current,
+      maxPerDestination: maxRelays,
+      previous: lastRelayCandidates,
+      ...(deps.reportedRttMs ? { reportedRttMs: deps.reportedRttMs } : {}),
+    })
+    lastRelayCandidates = candidates
     // Only when the set changes: the prober keeps its per-relay history across calls.
     const key = JSON.stringify([...candidates].map(([d, relays]) => [d, [...relays].sort()]))
     if (key === lastRelayKey) return
@@ -144,6 +171,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       destinations = [...nextDestinations].sort()
       const keep = new Set(destinations)
       for (const destination of states.keys()) if (!keep.has(destination)) states.delete(destination)
+      for (const destination of decidedFrom.keys()) if (!keep.has(destination)) decidedFrom.delete(destination)
     },
 
     evaluate() {
@@ -155,7 +183,12 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       let changed = false
       holding = false
       for (const destination of destinations) {
-        const decision = decidePath(states.get(destination), candidatesOf(snapshot, destination), now, policy)
+        const previous = states.get(destination)
+        // Time matters to a decision only while a switch is held; otherwise the same inputs give the same answer.
+        if (previous !== undefined && previous.pending === undefined && !topologyChanged && unchangedSince(destination, snapshot)) continue
+        const relayed = snapshot.relayed.get(destination)
+        decidedFrom.set(destination, { direct: snapshot.links.get(destination), relayed: [...(relayed?.values() ?? [])], relayLinksAlive: relayLinksAlive(snapshot, relayed) })
+        const decision = decidePath(previous, candidatesOf(snapshot, destination), now, policy)
         states.set(destination, decision.state)
         if (decision.state.pending !== undefined) holding = true
         const change = decision.change

@@ -152,6 +152,35 @@ describe('chooseRelayCandidates', () => {
     expect(result.get('c')).toEqual(['d', 'b'])
   })
 
+  it('keeps last time\'s candidates while outsiders are within the swap margin (no churn between near-equal relays)', () => {
+    // Five relays within a millisecond of each other, as on one LAN: the ranking alone would change with every sample.
+    const linkRttMs = new Map([
+      ['a', 1.4],
+      ['b', 1.3],
+      ['c', 0.9],
+      ['d', 0.8],
+      ['z', 1.0],
+    ])
+    const previous = new Map([['z', ['a', 'b']]])
+    expect(chooseRelayCandidates({ destinations: ['z'], linkRttMs, current: new Map(), maxPerDestination: 2, previous }).get('z')).toEqual(['b', 'a'])
+    // Without the previous set, the lowest estimates win.
+    expect(chooseRelayCandidates({ destinations: ['z'], linkRttMs, current: new Map(), maxPerDestination: 2 }).get('z')).toEqual(['d', 'c'])
+  })
+
+  it('lets a clearly better outsider replace the worst candidate, and fills a slot freed by a dead link', () => {
+    const linkRttMs = new Map([
+      ['a', 40],
+      ['b', 60],
+      ['c', 10],
+      ['z', 100],
+    ])
+    // c (10+100) beats b (60+100) by 50 ms, more than 20 % of 160: b goes, a stays.
+    expect(chooseRelayCandidates({ destinations: ['z'], linkRttMs, current: new Map(), maxPerDestination: 2, previous: new Map([['z', ['a', 'b']]]) }).get('z')).toEqual(['c', 'a'])
+    // a's link is gone (not in linkRttMs): its slot goes to the best outsider.
+    const withoutA = new Map([...linkRttMs].filter(([peer]) => peer !== 'a'))
+    expect(chooseRelayCandidates({ destinations: ['z'], linkRttMs: withoutA, current: new Map(), maxPerDestination: 2, previous: new Map([['z', ['a', 'b']]]) }).get('z')).toEqual(['c', 'b'])
+  })
+
   it('never proposes the destination as its own relay', () => {
     const result = chooseRelayCandidates({ destinations: ['b'], linkRttMs: new Map([['b', 1]]), current: new Map([['b', 'b']]), maxPerDestination: 3 })
     expect(result.get('b')).toEqual([])
