@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { afterAll, expect, it } from 'vitest'
 import { AgentLab, createToken, mdLinks, meshd, MESHD_BIN, startAgent, status, stopAgent, waitForAgent, wireguardGoPids, type AgentHost } from '../test/support/agents.js'
 import { Netns } from '../test/support/netns.js'
@@ -510,6 +510,13 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
     if (dumpDir !== undefined) {
       const pathLines = h5.log.join('').split('\n').filter((l) => l.includes('"path changed"') || l.includes('"probe: '))
       writeFileSync(join(dumpDir, `agent-sim-${members}.txt`), [JSON.stringify(simPeers(h5), null, 1), ...pathLines, ...out.join('').split('\n').filter((l) => l.startsWith('stats ') || l.startsWith('sim-members'))].join('\n'))
+    }
+    // MESHD_BENCH_HOLD_FILE=<path>: after the window, write the agent's pid and namespace there and keep the lab up
+    // until that file is deleted (at most 30 min), to look at the idle agent by hand (heap snapshots, smaps, strace).
+    const holdFile = process.env.MESHD_BENCH_HOLD_FILE
+    if (holdFile !== undefined && members === 20) {
+      writeFileSync(holdFile, `${JSON.stringify({ pid: pidOf(h5), ns: h5.ns.name, simPid: sims.pid })}\n`)
+      await pollUntil(() => (existsSync(holdFile) ? undefined : true), { deadlineMs: 30 * 60_000, intervalMs: 1_000, what: `${holdFile} deleted` }).catch(() => undefined)
     }
     base.kill('SIGTERM')
     if (!agent || !bare || !simIdle) throw new Error('no idle figures')

@@ -37,7 +37,7 @@ import { chooseEndpoint, endpointChangeDue, type Endpoint, type EndpointAttempt 
 import { planMesh, type PeerLink } from '../planner/mesh.js'
 import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner/underlay-mtu.js'
 import { createPathController, type PathController } from '../paths/controller.js'
-import { createProbeService, type LinkStats, type ProbeService } from '../probe/service.js'
+import { createProbeService, type ProbeService } from '../probe/service.js'
 import { classifyControl, emptyPairLinkDialState, libp2pPortOf, overPairLink, pairLinkDials, type PairLinkDialState } from './control-route.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
 import { bootstrapAddressesOf, loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
@@ -688,7 +688,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
           readDevice: (ifname, o) => wireguard.get(ifname, o),
           now,
           freshMs: HANDSHAKE_FRESH_MS,
-          probeBytes: () => new Map([...(probes?.snapshot().links ?? new Map<string, LinkStats>())].map(([peer, stats]) => [peer, (stats.probeTxBytes ?? 0) + (stats.probeRxBytes ?? 0)])),
+          probeBytes: () => new Map([...(probes?.probeBytes() ?? [])].map(([peer, { tx, rx }]) => [peer, tx + rx])),
         })
         adoptUntil = adopted.size > 0 ? now() + ADOPTION_GRACE_MS : 0
 

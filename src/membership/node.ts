@@ -196,6 +196,21 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
   let starting: Promise<void> | undefined
   let started = false
 
+  /**
+   * A connection's peer id and remote address as strings, made once per connection: both are fixed for its
+   * life, and encoding them (base58, multiaddr) on every check was a visible part of an idle agent's CPU.
+   */
+  const connectionFacts = new WeakMap<Connection, { peer: string; remote: string }>()
+  const factsOf = (connection: Connection): { peer: string; remote: string } => {
+    let facts = connectionFacts.get(connection)
+    if (facts === undefined) {
+      facts = { peer: connection.remotePeer.toString(), remote: connection.remoteAddr.toString() }
+      connectionFacts.set(connection, facts)
+    }
+    return facts
+  }
+  const openConnectionsTo = (nodeId: NodeId): Connection[] => requireNode().getConnections().filter((connection) => connection.status === 'open' && factsOf(connection).peer === nodeId)
+
   const requireNode = (): Libp2p<Services> => {
     if (libp2p === undefined || !started) throw new NotStartedError('the membership node is not started')
     return libp2p
@@ -424,10 +439,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     },
 
     connectionsTo(nodeId) {
-      return requireNode()
-        .getConnections(peerIdFromString(nodeId))
-        .filter((connection) => connection.status === 'open')
-        .map((connection) => connection.remoteAddr.toString())
+      return openConnectionsTo(nodeId).map((connection) => factsOf(connection).remote)
     },
 
     async dial(address, options) {
@@ -445,9 +457,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
     },
 
     async closeConnections(nodeId, which, options) {
-      const chosen = requireNode()
-        .getConnections(peerIdFromString(nodeId))
-        .filter((connection) => connection.status === 'open' && which(connection.remoteAddr.toString()))
+      const chosen = openConnectionsTo(nodeId).filter((connection) => which(factsOf(connection).remote))
       await Promise.all(chosen.map((connection) => connection.close({ signal: options.signal }).catch((error: unknown) => { connection.abort(error instanceof Error ? error : new Error('close failed')); })))
       return chosen.length
     },

@@ -106,6 +106,8 @@ interface LinkEntry {
   probeTxBytes: number
   probeRxBytes: number
   probeTimer?: unknown
+  /** linkStats' last answer and the estimator it was made from, reused while nothing it reads has changed. */
+  stats?: { of: Estimator; value: LinkStats }
 }
 
 interface RelayEntry {
@@ -114,6 +116,8 @@ interface RelayEntry {
   returnLeg: ReturnLeg
   estimator: Estimator
   probeTimer?: unknown
+  /** relayedStats' last answer and the estimator it was made from. */
+  stats?: { of: Estimator; value: RelayedStats }
 }
 
 type PendingTarget = { kind: 'direct'; peerId: string } | { kind: 'relay'; destination: string; relay: string; returnLeg: ReturnLeg }
@@ -454,10 +458,16 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
         changed()
         return
       }
+      // A path that was never alive (a new candidate) getting its first answer is not news: relay candidates come and go.
+      const wasAliveOnce = relayEntry.estimator.lastReplyAt !== undefined
       const step = recordReply(relayEntry.estimator, rttMs, now())
       relayEntry.estimator = step.estimator
       changed()
-      if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: true }, 'probe: relayed path liveness changed')
+      if (step.transition) {
+        const fields = { destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: true }
+        if (wasAliveOnce) logger.info(fields, 'probe: relayed path liveness changed')
+        else logger.debug(fields, 'probe: relayed path answered')
+      }
     }
   }
 
@@ -545,9 +555,15 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
 
   // ── public API ────────────────────────────────────────────────────────────
 
+  /**
+   * The same object as last time while the estimator (replaced, never mutated) is unchanged,
+   * so snapshots allocate little and the path controller can tell an unchanged destination by identity.
+   */
   function linkStats(entry: LinkEntry): LinkStats {
     const e = entry.estimator
-    return {
+    const cached = entry.stats
+    if (cached !== undefined && cached.of === e) return cached.value
+    const value: LinkStats = {
       peerId: entry.link.peerId,
       alive: e.alive,
       ...(e.srttMs === undefined ? {} : { rttMs: e.srttMs }),
@@ -555,24 +571,29 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       lossPct: lossPct(e),
       samples: e.outcomes.length,
       ...(e.lastReplyAt === undefined ? {} : { lastReplyAt: e.lastReplyAt }),
-      probeTxBytes: entry.probeTxBytes,
-      probeRxBytes: entry.probeRxBytes,
     }
+    entry.stats = { of: e, value }
+    return value
   }
 
   function relayedStats(relayEntry: RelayEntry): RelayedStats {
     const e = relayEntry.estimator
-    return {
+    // A relay path is only as alive as our link to the relay, which is probed faster.
+    const alive = e.alive && directAlive(relayEntry.relay)
+    const cached = relayEntry.stats
+    if (cached !== undefined && cached.of === e && cached.value.alive === alive && cached.value.returnLeg === relayEntry.returnLeg) return cached.value
+    const value: RelayedStats = {
       destination: relayEntry.destination,
       relay: relayEntry.relay,
-      // A relay path is only as alive as our link to the relay, which is probed faster.
-      alive: e.alive && directAlive(relayEntry.relay),
+      alive,
       ...(e.srttMs === undefined ? {} : { rttMs: e.srttMs }),
       ...(e.jitterMs === undefined ? {} : { jitterMs: e.jitterMs }),
       lossPct: lossPct(e),
       samples: e.outcomes.length,
       returnLeg: relayEntry.returnLeg,
     }
+    relayEntry.stats = { of: e, value }
+    return value
   }
 
   const service: ProbeService = {
@@ -675,6 +696,12 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     },
 
     version: () => version,
+
+    probeBytes() {
+      const bytes = new Map<string, { tx: number; rx: number }>()
+      for (const [peerId, entry] of links) bytes.set(peerId, { tx: entry.probeTxBytes, rx: entry.probeRxBytes })
+      return bytes
+    },
 
     onChange(listener) {
       listeners.add(listener)

@@ -27,14 +27,6 @@ export interface LinkStats {
   samples: number
   /** Wall clock (`now()`) at the last reply in time. */
   lastReplyAt?: number
-  /**
-   * Cumulative probe bytes this link's socket sent / received (every packet
-   * type, relayed ones included), counted as WireGuard's transfer counters
-   * count them, so a traffic monitor can subtract probing before it calls a
-   * link active. Always set by the service; optional so hand-made stats stay valid.
-   */
-  probeTxBytes?: number
-  probeRxBytes?: number
 }
 
 /**
@@ -157,6 +149,12 @@ export interface ProbeService {
    * probe byte counters and lastReplyAt do not count. Equal values: the selection inputs are unchanged.
    */
   version(): number
+  /**
+   * Cumulative probe bytes per peer link, sent and received (every packet type, relayed ones included), counted
+   * as WireGuard's transfer counters count them, so a traffic monitor can subtract probing before it calls a
+   * link active. Kept out of snapshots: they move with every packet, the snapshot's measurements do not.
+   */
+  probeBytes(): ReadonlyMap<string, { tx: number; rx: number }>
   /** The forward path the peer last reported it uses towards us (from its echo replies); undefined until it has. */
   reportedPath(peerId: string): { via: string | null } | undefined
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */

@@ -66,7 +66,7 @@ describe('probe budget', () => {
       await vi.advanceTimersByTimeAsync(seconds * 1000)
       // The per-link counters add up to what the node sent, in WireGuard transfer bytes.
       nodes.forEach((node, i) => {
-        const counted = [...(services[i]?.snapshot().links.values() ?? [])].reduce((sum, l) => sum + (l.probeTxBytes ?? 0), 0)
+        const counted = [...(services[i]?.probeBytes().values() ?? [])].reduce((sum, bytes) => sum + bytes.tx, 0)
         expect(counted, node).toBe((network.payloadsBy.get(node) ?? []).reduce((sum, bytes) => sum + wireguardTransferBytes(bytes), 0))
       })
       controller.abort()
