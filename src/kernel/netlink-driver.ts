@@ -90,6 +90,8 @@ async function run(command: Command): Promise<unknown> {
   const rt = openRtnetlink({ timeoutMs })
   try {
     switch (command.op) {
+      case 'linkCounters':
+        return await rt.linkCounters(options)
       case 'linkList':
         return await rt.linkList(options)
       case 'addrList':

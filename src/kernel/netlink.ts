@@ -18,6 +18,7 @@ import {
   RTPROT_MESHD,
   type Address,
   type Link,
+  type LinkCounters,
   type ObservedAddress,
   type ObservedLink,
   type ObservedRoute,
@@ -29,7 +30,7 @@ import {
 } from './types.js'
 import { decodeAddr, encodeAddrAdd, encodeAddrDel, encodeAddrDump } from './encode/addr.js'
 import { decodeFamily, encodeGetFamily } from './encode/genl.js'
-import { decodeLink, encodeLinkAdd, encodeLinkDel, encodeLinkDump, encodeLinkGet, encodeLinkSet, peekLink } from './encode/link.js'
+import { decodeLink, decodeLinkCounters, encodeLinkAdd, encodeLinkCountersDump, encodeLinkDel, encodeLinkDump, encodeLinkGet, encodeLinkSet, peekLink } from './encode/link.js'
 import type { IfIndexOf, IfNameOf } from './encode/linkinfo.js'
 import {
   errnoName,
@@ -497,6 +498,11 @@ class Rtnetlink implements RtnetlinkPort {
       const ifname: IfNameOf = (index) => names.get(index) ?? `if${index}`
       return payloads.map((p) => decodeLink(p, ifname))
     })
+  }
+
+  /** `ip -s link show` */
+  linkCounters(options: CallOptions): Promise<LinkCounters[]> {
+    return this.#run('linkCounters', options, async (call) => (await this.#dump(call, encodeLinkCountersDump())).flatMap((payload) => decodeLinkCounters(payload) ?? []))
   }
 
   /** `ip addr show` (both families) */

@@ -6,6 +6,7 @@
 import type {
   Address,
   Link,
+  LinkCounters,
   ObservedAddress,
   ObservedLink,
   ObservedRoute,
@@ -56,6 +57,8 @@ export interface LinkChange {
 export interface RtnetlinkPort {
   /** `ip -d link show` */
   linkList(options: CallOptions): Promise<ObservedLink[]>
+  /** `ip -s link show`: every link's byte counters, in one dump. */
+  linkCounters(options: CallOptions): Promise<LinkCounters[]>
   /** `ip addr show` (both families) */
   addrList(options: DumpOptions): Promise<ObservedAddress[]>
   /** `ip route show table all` and `ip -6 route show table all` (or only the tables asked for) */

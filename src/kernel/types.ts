@@ -223,6 +223,13 @@ export interface ObservedLink {
   info?: Record<string, unknown>
 }
 
+/** A link's byte counters as the kernel keeps them (`ip -s link`); for a WireGuard link, inner packets only. */
+export interface LinkCounters {
+  name: string
+  rxBytes: number
+  txBytes: number
+}
+
 export interface ObservedAddress extends Address {
   family: Family
   /** IFA_PROTO; RTPROT_MESHD for meshd's own addresses on links it does not own (e.g. lo). */

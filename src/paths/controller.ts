@@ -115,14 +115,18 @@ export function createPathController(options: PathControllerOptions, deps: PathC
    * (a probe reply changes one or two of them; idle CPU at 20 peers, issue 5).
    */
   const decidedFrom = new Map<string, { direct: LinkStats | undefined; relayed: RelayedStats[]; relayLinksAlive: boolean[] }>()
-  const relayLinksAlive = (snapshot: ProbeSnapshot, relayed: ReadonlyMap<string, RelayedStats> | undefined): boolean[] => [...(relayed?.keys() ?? [])].map((relay) => snapshot.links.get(relay)?.alive === true)
+  const relayLinksAlive = (snapshot: ProbeSnapshot, relayed: ReadonlyMap<string, RelayedStats> | undefined): boolean[] => {
+    const alive: boolean[] = []
+    for (const stats of relayed?.values() ?? []) alive.push(snapshot.links.get(stats.relay)?.alive === true)
+    return alive
+  }
   const unchangedSince = (destination: string, snapshot: ProbeSnapshot): boolean => {
     const inputs = decidedFrom.get(destination)
     const relayed = snapshot.relayed.get(destination)
     if (inputs === undefined || inputs.direct !== snapshot.links.get(destination) || inputs.relayed.length !== (relayed?.size ?? 0)) return false
     let i = 0
-    for (const [relay, stats] of relayed ?? []) {
-      if (inputs.relayed[i] !== stats || inputs.relayLinksAlive[i] !== (snapshot.links.get(relay)?.alive === true)) return false
+    for (const stats of relayed?.values() ?? []) {
+      if (inputs.relayed[i] !== stats || inputs.relayLinksAlive[i] !== (snapshot.links.get(stats.relay)?.alive === true)) return false
       i++
     }
     return true

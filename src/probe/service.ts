@@ -52,6 +52,7 @@ import type {
 export type * from './types.js'
 
 export const DEFAULT_PROBE_PORT = 7374
+const IPV4_UDP_HEADER_BYTES = 28
 
 /** node:dgram, udp4, bound to one address. */
 export const dgramSocketFactory: ProbeSocketFactory = (options, signal) =>
@@ -105,6 +106,8 @@ interface LinkEntry {
   /** Probe traffic on this link as WireGuard's transfer counters see it, so traffic monitors can discount it. */
   probeTxBytes: number
   probeRxBytes: number
+  /** Sent + received as the link's interface counters see them: the inner IPv4/UDP packets. */
+  probeInnerBytes: number
   probeTimer?: unknown
   /** linkStats' last answer and the estimator it was made from, reused while nothing it reads has changed. */
   stats?: { of: Estimator; value: LinkStats }
@@ -164,6 +167,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   const changed = (): void => {
     version++
   }
+  let snapshotCache: { version: number; snapshot: ProbeSnapshot } | undefined
 
   const onAbort = (): void => {
     void service.close()
@@ -197,6 +201,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     if (!entry.socket) return false
     const bytes = encodeProbePacket(packet)
     entry.probeTxBytes += wireguardTransferBytes(bytes.length)
+    entry.probeInnerBytes += bytes.length + IPV4_UDP_HEADER_BYTES
     entry.socket.send(bytes, to.address, to.port)
     return true
   }
@@ -475,6 +480,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     // Only the peer's own link address is accepted on a link's socket.
     if (from.address !== entry.link.peer4 || entry.lifetime.signal.aborted) return
     entry.probeRxBytes += wireguardTransferBytes(bytes.length)
+    entry.probeInnerBytes += bytes.length + IPV4_UDP_HEADER_BYTES
     const decoded = decodeProbePacket(bytes)
     if (!decoded.ok) {
       logger.debug({ peer: entry.link.peerId, reason: decoded.reason }, 'probe: dropped a malformed packet')
@@ -620,7 +626,7 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       }
       for (const [peerId, link] of wanted) {
         if (links.has(peerId)) continue
-        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), estimator: initialEstimator, probeTxBytes: 0, probeRxBytes: 0 }
+        const entry: LinkEntry = { link: { ...link }, lifetime: new AbortController(), estimator: initialEstimator, probeTxBytes: 0, probeRxBytes: 0, probeInnerBytes: 0 }
         links.set(peerId, entry)
         changed()
         void bindLink(entry)
@@ -687,19 +693,26 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     },
 
     snapshot() {
-      const snapshot: ProbeSnapshot = { links: new Map(), relayed: new Map() }
-      for (const [peerId, entry] of links) snapshot.links.set(peerId, linkStats(entry))
+      // Taken several times a second (path ticks, the monitor, status); rebuilt only when a measurement moved.
+      if (snapshotCache?.version === version) return snapshotCache.snapshot
+      const linkMap = new Map<string, LinkStats>()
+      const relayedMap = new Map<string, Map<string, RelayedStats>>()
+      for (const [peerId, entry] of links) linkMap.set(peerId, linkStats(entry))
       for (const [destination, toward] of relays) {
-        snapshot.relayed.set(destination, new Map([...toward].map(([relay, relayEntry]) => [relay, relayedStats(relayEntry)])))
+        const byRelay = new Map<string, RelayedStats>()
+        for (const [relay, relayEntry] of toward) byRelay.set(relay, relayedStats(relayEntry))
+        relayedMap.set(destination, byRelay)
       }
+      const snapshot: ProbeSnapshot = { links: linkMap, relayed: relayedMap }
+      snapshotCache = { version, snapshot }
       return snapshot
     },
 
     version: () => version,
 
     probeBytes() {
-      const bytes = new Map<string, { tx: number; rx: number }>()
-      for (const [peerId, entry] of links) bytes.set(peerId, { tx: entry.probeTxBytes, rx: entry.probeRxBytes })
+      const bytes = new Map<string, { tx: number; rx: number; inner: number }>()
+      for (const [peerId, entry] of links) bytes.set(peerId, { tx: entry.probeTxBytes, rx: entry.probeRxBytes, inner: entry.probeInnerBytes })
       return bytes
     },
 

@@ -54,10 +54,11 @@ export interface RelayedStats {
 
 export type ReturnLeg = 'direct' | 'relay'
 
+/** Read-only: the service hands out the same snapshot until its version() moves. */
 export interface ProbeSnapshot {
-  links: Map<string, LinkStats>
+  readonly links: ReadonlyMap<string, LinkStats>
   /** destination → relay → stats */
-  relayed: Map<string, Map<string, RelayedStats>>
+  readonly relayed: ReadonlyMap<string, ReadonlyMap<string, RelayedStats>>
 }
 
 export interface ProbeChangeEvent {
@@ -152,9 +153,10 @@ export interface ProbeService {
   /**
    * Cumulative probe bytes per peer link, sent and received (every packet type, relayed ones included), counted
    * as WireGuard's transfer counters count them, so a traffic monitor can subtract probing before it calls a
-   * link active. Kept out of snapshots: they move with every packet, the snapshot's measurements do not.
+   * link active; `inner` is sent + received as the link's interface counters count them (IPv4 + UDP + payload).
+   * Kept out of snapshots: they move with every packet, the snapshot's measurements do not.
    */
-  probeBytes(): ReadonlyMap<string, { tx: number; rx: number }>
+  probeBytes(): ReadonlyMap<string, { tx: number; rx: number; inner: number }>
   /** The forward path the peer last reported it uses towards us (from its echo replies); undefined until it has. */
   reportedPath(peerId: string): { via: string | null } | undefined
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */

@@ -160,6 +160,18 @@ describe('netlink port in a namespace', () => {
       expect(links.map((l) => [l.name, l.index])).toEqual(ipIndexes)
     })
 
+    it('reads every link\'s byte counters in one dump, as ip -s link reports them', () => {
+      ns.ip('link', 'set', 'lo', 'up')
+      spawnSync('ip', ['netns', 'exec', ns.name, 'ping', '-n', '-q', '-c', '3', '-i', '0.2', '127.0.0.1'], { stdio: 'ignore' })
+      const counters = ok<{ name: string; rxBytes: number; txBytes: number }[]>(ns, { op: 'linkCounters' })
+      const lo = counters.find((c) => c.name === 'lo')
+      const [fromIp] = ns.ipJson<{ stats64: { rx: { bytes: number }; tx: { bytes: number } } }[]>('-s', 'link', 'show', 'lo')
+      // Three echo requests and replies of 84 bytes each, both ways on lo; nothing else moves in this namespace.
+      expect(lo?.rxBytes).toBeGreaterThanOrEqual(6 * 84)
+      expect(lo).toEqual({ name: 'lo', rxBytes: fromIp?.stats64.rx.bytes, txBytes: fromIp?.stats64.tx.bytes })
+      expect(counters.map((c) => c.name).sort()).toEqual(ns.ipJson<IpLink[]>('link', 'show').map((l) => l.ifname).sort())
+    })
+
     it('sets mtu, down and nomaster', () => {
       ok(ns, { op: 'linkSet', name: 'md-vx0', change: { mtu: 1300, up: false, master: null } })
       const [vxlan] = ns.ipJson<(IpLink & { mtu: number })[]>('link', 'show', 'md-vx0')

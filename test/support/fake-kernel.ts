@@ -6,7 +6,7 @@ import { KernelError, type LinkChange, type RtnetlinkPort } from '../../src/kern
 import { addressKey, routeKey, ruleKey } from '../../src/kernel/plan.js'
 import { effectiveRouteScope } from '../../src/kernel/route-defaults.js'
 import { parseCidr } from '../../src/kernel/ip.js'
-import { RTPROT_MESHD, type Address, type Link, type ObservedAddress, type ObservedLink, type ObservedRoute, type ObservedRule, type ObservedWireguardDevice, type Route, type Rule, type WireguardDevice } from '../../src/kernel/types.js'
+import { RTPROT_MESHD, type Address, type Link, type LinkCounters, type ObservedAddress, type ObservedLink, type ObservedRoute, type ObservedRule, type ObservedWireguardDevice, type Route, type Rule, type WireguardDevice } from '../../src/kernel/types.js'
 import type { SysctlPort } from '../../src/kernel/sysctl.js'
 import type { WireguardBackend } from '../../src/kernel/wireguard/backend.js'
 
@@ -40,6 +40,11 @@ export class FakeKernel implements RtnetlinkPort {
     }
   }
 
+  /** Counters the test sets per link name; links without any report zero. */
+  readonly counters = new Map<string, { rxBytes: number; txBytes: number }>()
+  linkCounters(): Promise<LinkCounters[]> {
+    return Promise.resolve([...this.links.keys()].map((name) => ({ name, rxBytes: 0, txBytes: 0, ...this.counters.get(name) })))
+  }
   linkList(): Promise<ObservedLink[]> {
     return Promise.resolve([...this.links.values()].map((l) => ({ ...l })))
   }

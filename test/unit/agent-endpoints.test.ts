@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createLinkMonitor, observe, ACTIVE_BYTES_PER_SECOND } from '../../src/agent/link-monitor.js'
+import { createLinkMonitor, observe, ACTIVE_BYTES_PER_SECOND, ACTIVE_INNER_BYTES_PER_SECOND, DEVICE_REFRESH_MS } from '../../src/agent/link-monitor.js'
 import { chooseEndpoint, endpointChangeDue, ENDPOINT_TRY_MS } from '../../src/planner/endpoint.js'
 import type { ObservedWireguardDevice } from '../../src/kernel/types.js'
 
@@ -77,5 +77,56 @@ describe('link monitor', () => {
     expect(await monitor.poll({ signal })).toEqual({ freshness: ['p'], activity: ['p'] })
     monitor.setLinks([])
     expect(monitor.get('p')).toBeUndefined()
+  })
+
+  it('with interface counters, reads an idle device only when due, and judges activity from the counters less probes', async () => {
+    let now = 0
+    const reads: string[] = []
+    const inner = { bytes: 0, probes: 0 }
+    const monitor = createLinkMonitor({
+      readDevice: (ifname) => {
+        reads.push(ifname)
+        return Promise.resolve(device({ lastHandshakeMs: 0, rxBytes: 0, txBytes: 0 }))
+      },
+      readCounters: () => Promise.resolve(new Map([['md-x', { rxBytes: inner.bytes, txBytes: 0 }]])),
+      probeInnerBytes: () => new Map([['p', inner.probes]]),
+      now: () => now,
+      freshMs: 180_000,
+    })
+    monitor.setLinks([{ peerId: 'p', ifname: 'md-x', peerPublicKey: 'PK' }])
+    const signal = new AbortController().signal
+    await monitor.poll({ signal })
+    expect(reads).toEqual(['md-x'])
+    // Idle, fresh: the counters say nothing moved (beyond probes), so the device is left alone.
+    for (now = 3_000; now < DEVICE_REFRESH_MS; now += 3_000) {
+      inner.bytes += 300
+      inner.probes += 300
+      expect(await monitor.poll({ signal })).toEqual({ freshness: [], activity: [] })
+    }
+    expect(reads).toHaveLength(1)
+    // …until DEVICE_REFRESH_MS since the last read.
+    now = DEVICE_REFRESH_MS
+    await monitor.poll({ signal })
+    expect(reads).toHaveLength(2)
+    // Traffic that is not probes: active at once, and the device is read.
+    now += 3_000
+    inner.bytes += 3 * 2 * ACTIVE_INNER_BYTES_PER_SECOND
+    expect(await monitor.poll({ signal })).toEqual({ freshness: [], activity: ['p'] })
+    expect(monitor.get('p')?.active).toBe(true)
+    expect(reads).toHaveLength(3)
+    // Quiet again: inactive, and read once more on the way down.
+    now += 3_000
+    expect(await monitor.poll({ signal })).toEqual({ freshness: [], activity: ['p'] })
+    expect(reads).toHaveLength(4)
+    now += 3_000
+    await monitor.poll({ signal })
+    expect(reads).toHaveLength(4)
+    // A handshake close to going stale is read every poll, so the flip is seen.
+    now = 178_000
+    expect(await monitor.poll({ signal })).toEqual({ freshness: [], activity: [] })
+    expect(reads).toHaveLength(5)
+    now = 181_000
+    expect(await monitor.poll({ signal })).toEqual({ freshness: ['p'], activity: [] })
+    expect(reads).toHaveLength(6)
   })
 })

@@ -2,7 +2,7 @@
 // (include/uapi/linux/rtnetlink.h, if_link.h), in the order iproute2 6.1 sends them.
 
 import type { LinkChange } from '../port.js'
-import type { Link, ObservedLink } from '../types.js'
+import type { Link, LinkCounters, ObservedLink } from '../types.js'
 import { decodeLinkInfo, encodeLinkInfo, IFLA_LINKINFO, type IfIndexOf, type IfNameOf } from './linkinfo.js'
 import { attr, attrMap, findAttr, getStr, getU8, getU32, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, str, u32, type NlRequest } from './nlattr.js'
 
@@ -15,6 +15,7 @@ const IFLA_MTU = 4
 const IFLA_MASTER = 10
 const IFLA_EXT_MASK = 29
 const IFLA_CARRIER = 33
+const IFLA_STATS64 = 23
 /** RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS: what iproute2 asks for; keeps replies small. */
 const EXT_MASK = 0x1 | 0x8
 
@@ -42,6 +43,20 @@ export function encodeLinkGet(name: string): NlRequest {
 /** `ip -d link show` */
 export function encodeLinkDump(): NlRequest {
   return { type: RTM_GETLINK, flags: NLM_F_DUMP, payload: Buffer.concat([ifinfomsg(), attr(IFLA_EXT_MASK, u32(EXT_MASK))]) }
+}
+
+/** `ip -s link show`: like the dump above, but with each link's counters (no RTEXT_FILTER_SKIP_STATS). */
+export function encodeLinkCountersDump(): NlRequest {
+  return { type: RTM_GETLINK, flags: NLM_F_DUMP, payload: Buffer.concat([ifinfomsg(), attr(IFLA_EXT_MASK, u32(0x1))]) }
+}
+
+/** Name and byte counters (IFLA_STATS64: rx_packets, tx_packets, rx_bytes, tx_bytes, … as u64) of one link of that dump. */
+export function decodeLinkCounters(payload: Buffer): LinkCounters | undefined {
+  const attrs = attrMap(payload.subarray(IFINFOMSG_SIZE))
+  const name = getStr(attrs.get(IFLA_IFNAME))
+  const stats = attrs.get(IFLA_STATS64)
+  if (name === undefined || stats === undefined || stats.length < 32) return undefined
+  return { name, rxBytes: Number(stats.readBigUInt64LE(16)), txBytes: Number(stats.readBigUInt64LE(24)) }
 }
 
 /** `ip link add NAME [mtu M] [up] [master B] type KIND …` */
