@@ -511,11 +511,12 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
       const pathLines = h5.log.join('').split('\n').filter((l) => l.includes('"path changed"') || l.includes('"probe: '))
       writeFileSync(join(dumpDir, `agent-sim-${members}.txt`), [JSON.stringify(simPeers(h5), null, 1), ...pathLines, ...out.join('').split('\n').filter((l) => l.startsWith('stats ') || l.startsWith('sim-members'))].join('\n'))
     }
-    // MESHD_BENCH_HOLD_FILE=<path>: after the window, write the agent's pid and namespace there and keep the lab up
-    // until that file is deleted (at most 30 min), to look at the idle agent by hand (heap snapshots, smaps, strace).
+    // MESHD_BENCH_HOLD_FILE=<path>: after each window, write the agent's pid, namespace and peer count there and keep
+    // the lab up until that file is deleted (at most 30 min), to look at the idle agent by hand (heap snapshots, smaps,
+    // strace); pass --testTimeout to vitest to allow for it.
     const holdFile = process.env.MESHD_BENCH_HOLD_FILE
-    if (holdFile !== undefined && members === 20) {
-      writeFileSync(holdFile, `${JSON.stringify({ pid: pidOf(h5), ns: h5.ns.name, simPid: sims.pid })}\n`)
+    if (holdFile !== undefined) {
+      writeFileSync(holdFile, `${JSON.stringify({ pid: pidOf(h5), ns: h5.ns.name, simPid: sims.pid, peers: members })}\n`)
       await pollUntil(() => (existsSync(holdFile) ? undefined : true), { deadlineMs: 30 * 60_000, intervalMs: 1_000, what: `${holdFile} deleted` }).catch(() => undefined)
     }
     base.kill('SIGTERM')
