@@ -179,7 +179,7 @@ function observedAddressView(components: AddressViewComponents): ObservedAddress
 
 /** Re-confirmed with every listener change; long enough that it never lapses in between. */
 const OWN_ADDRESS_TTL_MS = 30 * 24 * 3600 * 1000
-const CONNECTION_PING_INTERVAL_MS = 30_000
+const CONNECTION_PING_INTERVAL_MS = 60_000
 
 export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
   const { identity, network } = components
@@ -338,14 +338,17 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       },
       transports: [tcp(), circuitRelayTransport()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // No yamux keepalive pings (every 30 s per side and connection): the connection monitor below already
+      // pings every connection, and finds the half-open ones, which yamux's keepalive never closes.
+      streamMuxers: [yamux({ enableKeepAlive: false })],
       connectionProtector: preSharedKey({ psk: formatPnetKey(derivePnetKey(network.secret)).reveal() }),
       connectionManager: {
         ...(init.inboundConnectionsPerSecond === undefined ? {} : { inboundConnectionThreshold: init.inboundConnectionsPerSecond }),
         ...(init.maxConnections === undefined ? {} : { maxConnections: init.maxConnections }),
       },
       // libp2p pings every connection every 10 s by default: in a mesh that is a stream per peer and direction each
-      // time, a measurable part of an idle agent's CPU. A half-open connection is still found within a minute.
+      // time, with yamux's keepalive the larger part of an idle agent's libp2p traffic (issue 5). A half-open
+      // connection is still found within two minutes; members' liveness is the prober's job, not this.
       connectionMonitor: { pingInterval: init.connectionPingIntervalMs ?? CONNECTION_PING_INTERVAL_MS },
       peerDiscovery: discovery,
       services,
