@@ -18,15 +18,16 @@ const args = process.argv.slice(2)
 // V8 heap flag for the long-running agent (idle RSS target, issue 5): a 1 MiB
 // semi-space instead of Node 24's default of up to 16 MiB (the young generation
 // is otherwise most of the agent's anonymous memory). Measured on an idle agent
-// with 3 peers: RSS 133 -> 103.5 MiB, CPU unchanged (--optimize-for-size saved
-// 6 MiB more but nearly doubled CPU at 20 peers; docs/benchmarks.md). And no
-// optimising JIT tiers (Maglev, TurboFan): the idle agent's hot code is small,
-// its crypto is native (node:crypto) or WebAssembly, and the compilers' code and
-// output cost ~6 MiB at 3 peers and ~18 MiB at 20; idle CPU and join time were
-// unchanged (docs/benchmarks.md, 2026-12-02). Only for the agent (`agent`,
+// with 3 peers: RSS 133 -> 103.5 MiB, CPU unchanged. And no optimising JIT
+// tiers (Maglev, TurboFan): the idle agent's hot code is small, its crypto is
+// native (node:crypto) or WebAssembly, and the compilers' code and output cost
+// ~6 MiB at 3 peers and ~18 MiB at 20; idle CPU and join time were unchanged
+// (docs/benchmarks.md, 2026-12-02). And --optimize-for-size: ~10 MiB less at 20
+// peers (85 against 94-99 MiB); it cost CPU only while the agent did more
+// per-tick work than it now does (docs/benchmarks.md, 2026-12-04). Only for the agent (`agent`,
 // `init/join --foreground`); the unit's ExecStart passes them itself, so there
 // is no extra exec under systemd.
-const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-opt', '--no-maglev']
+const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--optimize-for-size']
 // And at most two glibc malloc arenas instead of one per thread that ever
 // allocated (V8's and libuv's workers): about 2.5 MiB less RSS on an idle agent
 // with 3 peers, CPU unchanged (issue 5). Read by glibc at start, so it has to

@@ -35,8 +35,8 @@ const value = (key: string): string | undefined => service.find((d) => d.key ===
 describe('systemd/meshd.service', () => {
   it('runs the agent with the bundled Node from where the installer puts meshd', () => {
     // With the agent's V8 heap flags (bin/meshd.js AGENT_NODE_FLAGS), so that it need not exec itself again to add them.
-    expect(value('ExecStart')).toBe(`${bundledNodePath(DEFAULT_LAYOUT.prefix)} --max-semi-space-size=1 --no-opt --no-maglev ${DEFAULT_LAYOUT.prefix}/bin/meshd.js agent`)
-    expect(readFileSync('bin/meshd.js', 'utf8')).toContain("const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-opt', '--no-maglev']")
+    expect(value('ExecStart')).toBe(`${bundledNodePath(DEFAULT_LAYOUT.prefix)} --max-semi-space-size=1 --no-opt --no-maglev --optimize-for-size ${DEFAULT_LAYOUT.prefix}/bin/meshd.js agent`)
+    expect(readFileSync('bin/meshd.js', 'utf8')).toContain("const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--optimize-for-size']")
     // And the agent's environment, which bin/meshd.js would otherwise exec itself again to add.
     expect(value('Environment')).toBe('MALLOC_ARENA_MAX=2')
     expect(readFileSync('bin/meshd.js', 'utf8')).toContain("const AGENT_ENV = { MALLOC_ARENA_MAX: '2' }")

@@ -83,6 +83,27 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('hands out the same stats objects until a measurement moves (the path controller skips unchanged destinations by identity)', async () => {
+    const { services, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    await vi.advanceTimersByTimeAsync(10_000)
+    const before = services.a.snapshot()
+    const version = services.a.version()
+    expect(services.a.snapshot()).toBe(before)
+    // Probe bytes move with every packet but live outside snapshots.
+    expect(services.a.probeBytes().get(ids.b)?.inner).toBeGreaterThan(0)
+    await pollUntilFake(() => services.a.version() !== version, 5_000)
+    const after = services.a.snapshot()
+    expect(after).not.toBe(before)
+    // Whatever moved got a new object; whatever did not is the very same one.
+    for (const peer of [ids.b, ids.c]) {
+      const [then, now] = [before.links.get(peer), after.links.get(peer)]
+      if (then?.rttMs === now?.rttMs && then?.samples === now?.samples && then?.alive === now?.alive) expect(now).toBe(then)
+      else expect(now).not.toBe(then)
+    }
+    controller.abort()
+  })
+
   it("learns each peer's own forward path towards us from its echo replies", async () => {
     const now = (): number => Date.now()
     const network = new FakeProbeNetwork(now)
