@@ -81,9 +81,13 @@ const meanOf = (range: { min: number; max: number }): number => (range.min + ran
  * node is requester, relay and destination alike: at 20 peers and 3 relays,
  * 60 pairs at 5 s were ~36 packets a second per node, the largest part of an
  * idle agent's CPU. The relay carrying an active destination's traffic is not
- * capped: its death must be noticed within a second.
+ * capped: its death must be noticed within a second. Idle pairs only keep the
+ * candidate ranking roughly current (when a destination's direct link dies its
+ * relays are probed at once and then fast), so one every 2 s: at 1 a second,
+ * relaying and answering the peers' relayed probes was still over half of an
+ * idle 20-peer agent's packets (issue 5).
  */
-export const RELAY_PROBE_RATE = { idlePerSecond: 1, fastPerSecond: 20 } as const
+export const RELAY_PROBE_RATE = { idlePerSecond: 0.5, fastPerSecond: 20 } as const
 
 export interface RelayProbeSituation {
   destinationActive: boolean

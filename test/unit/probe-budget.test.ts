@@ -22,13 +22,13 @@ describe('probe budget', () => {
   })
 
   it.each([
-    // Idle: 2 direct probes/s and 1 relayed one/s per node, whatever the number of peers.
-    { peers: 99, active: false, relays: 3, directPerPeer: 4.4, relayPerPeer: 4.9, perNode: 916 },
+    // Idle: 2 direct probes/s and one relayed one every 2 s per node, whatever the number of peers.
+    { peers: 99, active: false, relays: 3, directPerPeer: 4.4, relayPerPeer: 2.4, perNode: 674 },
     { peers: 99, active: true, relays: 3, directPerPeer: 1028.6, relayPerPeer: 97.8, perNode: 111_509 },
-    { peers: 20, active: false, relays: 3, directPerPeer: 21.6, relayPerPeer: 24.2, perNode: 916 },
+    { peers: 20, active: false, relays: 3, directPerPeer: 21.6, relayPerPeer: 12.1, perNode: 674 },
     // Below the direct cap (3 links or fewer): every link at its own interval.
-    { peers: 3, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 161.3, perNode: 916 },
-    { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 242, perNode: 772 },
+    { peers: 3, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 80.7, perNode: 674 },
+    { peers: 2, active: false, relays: 3, directPerPeer: 144, relayPerPeer: 121, perNode: 530 },
   ])('the figures in docs/paths.md: active=$active, $relays relays per destination, $peers peers', ({ peers, active, relays, directPerPeer, relayPerPeer, perNode }) => {
     const budget = probeBudget({ peers, relaysPerDestination: relays, active })
     expect(budget.directPerPeer).toBeCloseTo(directPerPeer, 0)

@@ -165,11 +165,11 @@ describe('probe schedule', () => {
     [{ destinationActive: true, directAlive: true, inUse: false }, 1000],
     [{ destinationActive: false, directAlive: true, inUse: true }, 4500],
     [{ destinationActive: false, directAlive: false }, 1000],
-    // Under the cap (1 idle / 20 fast probes a second for all pairs): the usual ranges.
-    [{ destinationActive: false, directAlive: true, pairs: { idle: 4, fast: 50 } }, 4500],
+    // Under the cap (one idle probe every 2 s / 20 fast a second for all pairs): the usual ranges.
+    [{ destinationActive: false, directAlive: true, pairs: { idle: 2, fast: 50 } }, 4500],
     [{ destinationActive: false, directAlive: false, pairs: { idle: 500, fast: 20 } }, 1000],
     // Over it: pairs ÷ rate, from 0.9 of that.
-    [{ destinationActive: false, directAlive: true, pairs: { idle: 60, fast: 0 } }, 54_000],
+    [{ destinationActive: false, directAlive: true, pairs: { idle: 60, fast: 0 } }, 108_000],
     [{ destinationActive: true, directAlive: true, inUse: false, pairs: { idle: 0, fast: 100 } }, 4500],
     // The relay in use for an active destination is never capped.
     [{ destinationActive: true, directAlive: true, inUse: true, pairs: { idle: 0, fast: 1000 } }, 200],
