@@ -35,7 +35,18 @@ export interface RelayedMeasurement {
  * figure is shrunk towards zero as if the window held at least this many.
  */
 export const LOSS_MIN_WINDOW = 10
-const shrunkLoss = (lossPct: number, samples: number): number => (lossPct * samples) / Math.max(samples, LOSS_MIN_WINDOW)
+/**
+ * Lost probes in a window that do not count against a path: one loss is a
+ * stall or a queue blip, not a lossy path. Without this, a single probe lost
+ * while an idle link is probed every 10 s (20 peers) stays in its 20-probe
+ * window for minutes and, at 5 ms per percent, outweighs any LAN's delay
+ * differences: idle destinations moved onto relays and stayed there.
+ */
+export const FORGIVEN_LOSSES = 1
+const scoredLoss = (lossPct: number, samples: number): number => {
+  const lost = Math.max(0, Math.round((lossPct * samples) / 100) - FORGIVEN_LOSSES)
+  return (100 * lost) / Math.max(samples, LOSS_MIN_WINDOW)
+}
 
 /** The candidates for one destination: the direct link and each probed relay whose first leg is alive. */
 export function candidatesFor(direct: DirectMeasurement | undefined, relayed: ReadonlyMap<string, RelayedMeasurement>, relayLinkAlive: (relay: string) => boolean): CandidateMetrics[] {
@@ -47,7 +58,7 @@ export function candidatesFor(direct: DirectMeasurement | undefined, relayed: Re
       alive: directRtt !== undefined,
       forwardMs: directRtt === undefined ? Number.POSITIVE_INFINITY : directRtt / 2,
       jitterMs: direct.jitterMs ?? 0,
-      lossPct: shrunkLoss(direct.lossPct, direct.samples),
+      lossPct: scoredLoss(direct.lossPct, direct.samples),
       ...(directRtt === undefined && direct.rttMs === undefined && direct.samples < MIN_SAMPLES_FOR_VERDICT ? { undecided: true } : {}),
     })
   }
@@ -55,7 +66,7 @@ export function candidatesFor(direct: DirectMeasurement | undefined, relayed: Re
     const alive = m.alive && m.rttMs !== undefined && relayLinkAlive(relay)
     let forwardMs = Number.POSITIVE_INFINITY
     if (m.rttMs !== undefined) forwardMs = m.returnLeg === 'direct' && directRtt !== undefined ? directRtt / 2 + (m.rttMs - directRtt) : m.rttMs / 2
-    result.push({ via: relay, alive, forwardMs, jitterMs: m.jitterMs ?? 0, lossPct: shrunkLoss(m.lossPct, m.samples) })
+    result.push({ via: relay, alive, forwardMs, jitterMs: m.jitterMs ?? 0, lossPct: scoredLoss(m.lossPct, m.samples) })
   }
   return result
 }

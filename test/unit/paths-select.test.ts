@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { candidatesFor, chooseRelayCandidates, forwardSavingMs, type RelayedMeasurement } from '../../src/paths/candidates.js'
-import { decidePath, DEFAULT_PATH_POLICY, pathScore, requiredGainMs, type CandidateMetrics, type DestinationPathState } from '../../src/paths/select.js'
+import { decidePath, DEFAULT_PATH_POLICY, pathScore, requiredGainMs, type CandidateMetrics, type DestinationPathState, type Via } from '../../src/paths/select.js'
 
 const direct = (forwardMs: number, extra: Partial<CandidateMetrics> = {}): CandidateMetrics => ({ via: null, alive: true, forwardMs, jitterMs: 0, lossPct: 0, ...extra })
 const relay = (via: string, forwardMs: number, extra: Partial<CandidateMetrics> = {}): CandidateMetrics => ({ via, alive: true, forwardMs, jitterMs: 0, lossPct: 0, ...extra })
@@ -125,9 +125,23 @@ describe('candidatesFor', () => {
     expect(decidePath(undefined, later, 0).state).toEqual({ via: 'b' })
   })
 
-  it('shrinks loss measured over few probes towards zero', () => {
-    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 50, samples: 2 }, new Map([['b', { alive: true, rttMs: 30, lossPct: 10, returnLeg: 'direct' as const, samples: 20 }]]), () => true)
-    expect(c.map((x) => x.lossPct)).toEqual([10, 10])
+  it('shrinks loss measured over few probes towards zero, and forgives one lost probe', () => {
+    const c = candidatesFor({ alive: true, rttMs: 20, lossPct: 75, samples: 4 }, new Map([['b', { alive: true, rttMs: 30, lossPct: 15, returnLeg: 'direct' as const, samples: 20 }]]), () => true)
+    // 3 of 4 lost: 2 counted, over a window of at least 10; 3 of 20: 2 counted.
+    expect(c.map((x) => x.lossPct)).toEqual([20, 10])
+  })
+
+  it('keeps an idle LAN destination direct after one lost probe, but not after three', () => {
+    // A LAN: the direct link and a relay within a fraction of a millisecond.
+    const lan = (lost: number): CandidateMetrics[] =>
+      candidatesFor({ alive: true, rttMs: 0.6, jitterMs: 0.1, lossPct: (100 * lost) / 20, samples: 20 }, new Map([['b', { alive: true, rttMs: 0.8, jitterMs: 0.1, lossPct: 0, returnLeg: 'direct' as const, samples: 20 }]]), () => true)
+    const after = (candidates: CandidateMetrics[]): Via => {
+      let state = decidePath(undefined, candidates, 0).state
+      for (let t = 1_000; t <= 10_000; t += 1_000) state = decidePath(state, candidates, t).state
+      return state.via
+    }
+    expect(after(lan(1))).toBeNull()
+    expect(after(lan(3))).toBe('b')
   })
 
   it('marks a relay dead when our link to it is dead', () => {
