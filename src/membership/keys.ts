@@ -25,9 +25,24 @@ export interface Signer {
   readonly signBody: (body: Uint8Array) => Uint8Array
 }
 
+/**
+ * Both directions between a key and its id are base58 work, and every record
+ * decode does them for each key it names (the signer, admissions, link RTTs):
+ * about a tenth of an idle 20-peer agent's CPU. Members' keys repeat, so keep
+ * recent ones. A pure memo: the answers do not depend on what is cached.
+ */
+const ID_CACHE_LIMIT = 4096
+const idOfKey = new BoundedMap<string, NodeId>(ID_CACHE_LIMIT)
+const keyOfId = new BoundedMap<string, Uint8Array>(ID_CACHE_LIMIT)
+
 export function nodeIdFromPublicKey(publicKey: Uint8Array): NodeId {
   if (publicKey.length !== PUBLIC_KEY_BYTES) throw new RangeError(`an Ed25519 public key has ${PUBLIC_KEY_BYTES} bytes`)
-  return peerIdFromPublicKey(publicKeyFromRaw(publicKey)).toString() as NodeId
+  const cacheKey = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('hex')
+  const cached = idOfKey.get(cacheKey)
+  if (cached !== undefined) return cached
+  const nodeId = peerIdFromPublicKey(publicKeyFromRaw(publicKey)).toString() as NodeId
+  idOfKey.set(cacheKey, nodeId)
+  return nodeId
 }
 
 /** Accepts only the canonical text of an Ed25519 PeerId; undefined for anything else. */
@@ -44,9 +59,14 @@ export function parseNodeId(text: string): NodeId | undefined {
 
 /** The raw public key inside a node id. */
 export function publicKeyOfNodeId(nodeId: NodeId): Uint8Array {
+  const cached = keyOfId.get(nodeId)
+  // A copy: callers own what they get.
+  if (cached !== undefined) return cached.slice()
   const peerId = peerIdFromString(nodeId)
   if (peerId.type !== 'Ed25519') throw new TypeError('node ids are Ed25519 PeerIds')
-  return peerId.publicKey.raw
+  const raw = peerId.publicKey.raw
+  keyOfId.set(nodeId, raw.slice())
+  return raw
 }
 
 // DER prefixes that wrap a raw 32-byte Ed25519 key for node:crypto.

@@ -108,4 +108,21 @@ describe('node ids', () => {
     expect(parseNodeId('')).toBeUndefined()
     expect(parseNodeId('hello world')).toBeUndefined()
   })
+
+  it('maps keys and ids both ways, the same on every call, and hands out copies', () => {
+    for (const n of [2, 3]) {
+      const signer = seededSigner(n)
+      expect(nodeIdFromPublicKey(signer.publicKey)).toBe(signer.nodeId)
+      expect(nodeIdFromPublicKey(new Uint8Array(signer.publicKey))).toBe(signer.nodeId)
+      const key = publicKeyOfNodeId(signer.nodeId)
+      expect(key).toEqual(signer.publicKey)
+      key.fill(0)
+      expect(publicKeyOfNodeId(signer.nodeId)).toEqual(signer.publicKey)
+      expect(publicKeyOfNodeId(signer.nodeId)).toEqual(signer.publicKey)
+    }
+    // A key inside a larger buffer is read at its offset.
+    const framed = new Uint8Array(40)
+    framed.set(seededSigner(2).publicKey, 4)
+    expect(nodeIdFromPublicKey(framed.subarray(4, 36))).toBe(seededSigner(2).nodeId)
+  })
 })
