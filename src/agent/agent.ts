@@ -6,7 +6,10 @@
 // membership or link change, a periodic resync and kernel drift schedule one
 // pass: planMesh over the current members and negotiated links, then
 // reconciler.apply. Passes never overlap; changes during a pass coalesce into
-// one more pass.
+// one more pass. A pass for a membership or link event whose plan equals the
+// last one applied without failures skips the kernel (a member's periodic
+// record refresh changes nothing there); the resync, drift repair and the
+// control commands always apply.
 //
 // stop() (SIGTERM) leaves the kernel as it is, so traffic keeps flowing while
 // the agent restarts; `down` applies the empty state; `leave` publishes a
@@ -21,6 +24,7 @@ import { ControlRefusal, createControlServer, type ControlServer } from '../cont
 import type { WireguardPreference } from '../kernel/capabilities.js'
 import { startDriftRepair, type DriftRepair } from '../kernel/drift.js'
 import { openKernelLayer, type KernelLayer } from '../kernel/open.js'
+import { sameDesiredState } from '../kernel/same-state.js'
 import { EMPTY_STATE, type DesiredState, type ObservedLink, type ObservedRoute } from '../kernel/types.js'
 import { allocateInterfaceNames } from '../membership/allocation.js'
 import { systemInterfaceAddresses, type ListInterfaceAddresses } from '../membership/endpoints.js'
@@ -179,6 +183,16 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
+/**
+ * Whether a pass must go to the kernel: always when forced (the resync, drift repair, a control command) or
+ * when the last pass failed somewhere; otherwise only when the plan changed. A member's record refresh
+ * (every few minutes each, so several a minute at 20 peers) re-plans the same mesh, and reading the kernel
+ * back for it was a third of an idle agent's CPU (issue 5).
+ */
+export function kernelPassNeeded(input: { forced: boolean; desired: DesiredState; appliedCleanly: DesiredState | undefined }): boolean {
+  return input.forced || input.appliedCleanly === undefined || !sameDesiredState(input.desired, input.appliedCleanly)
+}
+
 export function createAgent(init: AgentInit, components: AgentComponents): Agent {
   const log = components.logger.child({ component: 'agent' })
   const now = components.now ?? Date.now
@@ -210,6 +224,10 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   /** `meshd down`: the kernel holds nothing of meshd until `meshd up`. */
   let idle = false
   let lastDesired: DesiredState | undefined
+  /** The last plan the reconciler applied with no failure: an unforced pass with the same plan skips the kernel. */
+  let appliedCleanly: DesiredState | undefined
+  /** The next pass applies whatever the plan (resync, drift repair, a control command). */
+  let applyForced = true
   let adoptUntil = 0
   let adopted = new Set<string>()
   let monitor: LinkMonitor | undefined
@@ -264,6 +282,16 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     if (links.some((l) => monitor?.get(l.peerId) === undefined)) await monitor.poll({ signal })
   }
 
+  /** Per underlay view, the MTU towards each address: a lookup scans the main table, and every pass asks for every link. */
+  const underlayMtus = new WeakMap<NonNullable<typeof underlayView>, Map<string, number>>()
+  const underlayMtuOf = (view: NonNullable<typeof underlayView>, address: string): number => {
+    let known = underlayMtus.get(view)
+    if (known === undefined) underlayMtus.set(view, (known = new Map<string, number>()))
+    let mtu = known.get(address)
+    if (mtu === undefined) known.set(address, (mtu = underlayMtuTowards(address, view.routes, view.links)))
+    return mtu
+  }
+
   const desiredState = (): DesiredState | undefined => {
     if (idle) return EMPTY_STATE
     if (!service || !negotiator || !kernel || !identity || !wgKeys || !network) return undefined
@@ -276,7 +304,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       interfaceNames,
       recordAddressesOf: (peer) => service?.member(peer)?.endpoints.map((e) => e.address) ?? [],
       endpointFor,
-      underlayMtuFor: (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuTowards(address, underlay.routes, underlay.links)),
+      underlayMtuFor: (address) => (underlay === undefined ? DEFAULT_UNDERLAY_MTU : underlayMtuOf(underlay, address)),
     })
     plannedLinks = links
     return planMesh({
@@ -290,16 +318,20 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     })
   }
 
-  const applyDesired = async (desired: DesiredState, signal: AbortSignal): Promise<void> => {
-    if (!kernel) return
+  /** Whether every change went through. */
+  const applyDesired = async (desired: DesiredState, signal: AbortSignal): Promise<boolean> => {
+    if (!kernel) return false
     const result = await kernel.reconciler.apply(desired, { signal })
     for (const failure of result.failures) log.warn({ op: failure.description, err: failure.error.message }, 'kernel change failed')
     if (result.applied.length > 0) log.info({ changes: result.applied.length, failures: result.failures.length }, 'mesh applied')
+    return result.failures.length === 0
   }
 
   const pass = async (): Promise<void> => {
     const signal = lifecycle?.signal
     if (!signal || signal.aborted) return
+    const forced = applyForced
+    applyForced = false
     if (!idle) {
       await refreshUnderlay(signal).catch((error: unknown) => {
         log.debug({ err: errorText(error) }, 'reading the underlay routes failed; assuming a 1500-byte underlay')
@@ -318,7 +350,10 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
       adoptUntil = 0
     }
     lastDesired = desired
-    await applyDesired(desired, signal)
+    if (kernelPassNeeded({ forced, desired, appliedCleanly })) {
+      appliedCleanly = undefined
+      if (await applyDesired(desired, signal)) appliedCleanly = desired
+    }
     updateProbeTopology()
     refreshActivity()
   }
@@ -337,8 +372,12 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
     )
   }
 
-  /** Runs a pass now, or once more after the current one; resolves when the state as of this call is applied. */
-  const schedule = (): Promise<void> => {
+  /**
+   * Runs a pass now, or once more after the current one; resolves when the state as of this call is applied.
+   * `onlyIfChanged`: the kernel is touched only when the plan differs from the last clean one.
+   */
+  const schedule = (options: { onlyIfChanged?: boolean } = {}): Promise<void> => {
+    if (options.onlyIfChanged !== true) applyForced = true
     if (phase !== 'running') return Promise.resolve()
     if (running) {
       again = true
@@ -360,6 +399,10 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   }
   const trigger = (): void => {
     void schedule()
+  }
+  /** For events that change the plan when they matter (membership, links, paths, the monitor). */
+  const triggerOnChange = (): void => {
+    void schedule({ onlyIfChanged: true })
   }
 
   // ── Staying connected ──────────────────────────────────────────────────────
@@ -495,7 +538,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         if (signal.aborted || idle || !monitor) return
         const change = await monitor.poll({ signal })
         onMonitorChange(change)
-        if (change.freshness.length > 0 || endpointAttemptExpired()) trigger()
+        if (change.freshness.length > 0 || endpointAttemptExpired()) triggerOnChange()
         await moveControlOntoPairLinks(signal)
       })()
         .catch((error: unknown) => {
@@ -732,14 +775,14 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         )
         negotiator = createLinkNegotiator({ adopted: stored.links }, { node, service, identity, logger: components.logger, clock, random })
         linkStore = startLinkStore({ stateDir: init.stateDir }, { negotiator, service, logger: components.logger })
-        for (const event of ['member:up', 'member:updated', 'member:down', 'self:published'] as const) service.events.on(event, trigger)
+        for (const event of ['member:up', 'member:updated', 'member:down', 'self:published'] as const) service.events.on(event, triggerOnChange)
         service.events.on('self:evicted', () => {
           log.warn('this host was evicted from the network; removing its mesh')
           idle = true
           void schedule().finally(() => void agent.stop())
         })
-        negotiator.events.on('link:negotiated', trigger)
-        negotiator.events.on('link:removed', trigger)
+        negotiator.events.on('link:negotiated', triggerOnChange)
+        negotiator.events.on('link:removed', triggerOnChange)
         negotiator.start()
         probes = createProbeService(
           {
@@ -758,7 +801,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
             probes,
             logger: components.logger,
             now,
-            onPathsChanged: trigger,
+            onPathsChanged: triggerOnChange,
             // From the relay's gossiped record: so relays are ranked by both legs without probing them all.
             reportedRttMs: (relay, destination) => service?.member(relay as NodeId)?.linkRtts.find((l) => l.peer === destination)?.rttMs,
           },
