@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest'
 import { decodeAddr, encodeAddrAdd } from '../../src/kernel/encode/addr.js'
 import { formatIp, parseIp, parsePrefix } from '../../src/kernel/encode/inet.js'
-import { decodeLink, encodeLinkAdd } from '../../src/kernel/encode/link.js'
+import { decodeLink, decodeLinkCounters, encodeLinkAdd } from '../../src/kernel/encode/link.js'
 import { attr, attrList, errnoName, frameMessage, parseMessages, str, u32, u8 } from '../../src/kernel/encode/nlattr.js'
 import { decodeRoute, encodeRouteReplace, RT_TABLE_COMPAT } from '../../src/kernel/encode/route.js'
 import { decodeRule, encodeRuleAdd } from '../../src/kernel/encode/rule.js'
@@ -111,6 +111,20 @@ describe('link dump decoding', () => {
 
   it('reads up from IFF_UP', () => {
     expect(decodeLink(asDumped({ kind: 'bridge', name: 'md-br', up: false }, 6, 0), ifname).up).toBe(false)
+  })
+
+  it('reads a link counters entry: the name and the byte counters of IFLA_STATS64, wherever they sit', () => {
+    const stats = Buffer.alloc(8 * 24)
+    stats.writeBigUInt64LE(3n, 0) // rx_packets
+    stats.writeBigUInt64LE(2n, 8) // tx_packets
+    stats.writeBigUInt64LE(2n ** 40n + 7n, 16) // rx_bytes, past 32 bits
+    stats.writeBigUInt64LE(1234n, 24) // tx_bytes
+    const header = Buffer.alloc(16)
+    const entry = Buffer.concat([header, attr(4, u32(1420)), attr(3, str('md-abc')), attr(7, u8(0)), attr(23, stats), attr(26, Buffer.alloc(40))])
+    expect(decodeLinkCounters(entry)).toEqual({ name: 'md-abc', rxBytes: 2 ** 40 + 7, txBytes: 1234 })
+    expect(decodeLinkCounters(Buffer.concat([header, attr(3, str('lo'))]))).toBeUndefined()
+    // A truncated attribute ends the walk: no counters rather than a throw.
+    expect(decodeLinkCounters(Buffer.concat([header, attr(3, str('md-abc')), attr(23, stats).subarray(0, 20)]))).toBeUndefined()
   })
 })
 

@@ -52,9 +52,10 @@ export function encodeLinkCountersDump(): NlRequest {
 
 /** Name and byte counters (IFLA_STATS64: rx_packets, tx_packets, rx_bytes, tx_bytes, … as u64) of one link of that dump. */
 export function decodeLinkCounters(payload: Buffer): LinkCounters | undefined {
-  const attrs = attrMap(payload.subarray(IFINFOMSG_SIZE))
-  const name = getStr(attrs.get(IFLA_IFNAME))
-  const stats = attrs.get(IFLA_STATS64)
+  // Two lookups rather than a map of every attribute: this dump runs every few seconds, over every link.
+  const attrs = payload.subarray(IFINFOMSG_SIZE)
+  const name = getStr(findAttr(attrs, IFLA_IFNAME))
+  const stats = findAttr(attrs, IFLA_STATS64)
   if (name === undefined || stats === undefined || stats.length < 32) return undefined
   return { name, rxBytes: Number(stats.readBigUInt64LE(16)), txBytes: Number(stats.readBigUInt64LE(24)) }
 }
