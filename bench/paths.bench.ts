@@ -52,6 +52,31 @@ const HOSTS = ['a', 'b', 'c'] as const
 const PAIRS = HOSTS.flatMap((from) => HOSTS.filter((to) => to !== from).map((to) => [from, to] as const))
 
 const mean = (range: { min: number; max: number }): number => (range.min + range.max) / 2
+
+/**
+ * Where a failover's time went at the host that moves, from its log (wall-clock times): the cut → "probe: link
+ * dead" for the relay → "path changed" for the destination → the next "mesh applied". "?" when a line is missing.
+ */
+function failoverStages(log: string, cutAt: number, relay: string, destination: string): string {
+  let dead: number | undefined
+  let changed: number | undefined
+  let applied: number | undefined
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue
+    try {
+      const r = JSON.parse(line) as { time?: string; msg?: string; peer?: string; destination?: string }
+      const at = Date.parse(r.time ?? '')
+      if (!(at >= cutAt)) continue
+      if (dead === undefined && r.msg === 'probe: link dead' && r.peer === relay) dead = at
+      else if (changed === undefined && r.msg === 'path changed' && r.destination === destination) changed = at
+      else if (changed !== undefined && applied === undefined && r.msg === 'mesh applied') applied = at
+    } catch {
+      // not JSON
+    }
+  }
+  const since = (at: number | undefined): string => (at === undefined ? '?' : String(at - cutAt))
+  return `${since(dead)}/${since(changed)}/${since(applied)}`
+}
 const load = (): string => os.loadavg().map((x) => x.toFixed(1)).join('/')
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -336,15 +361,18 @@ it('paths: probe traffic, path changes under jitter, path quality and failover g
     // ── 4. Failover gap ──
     const gaps: number[] = []
     const returns: number[] = []
+    const stages: string[] = []
     for (let run = 0; run < FAILOVER_RUNS; run++) {
       await pollUntil(() => (lab.pathOf('a', 'c') === b ? true : undefined), { deadlineMs: 90_000, intervalMs: 250, what: 'a routes to c via b before the cut' })
       const stream = new PingRun(lab, 'a', overlay.get('c') ?? '', FAILOVER_COUNT, FAILOVER_INTERVAL_S)
       await pollUntil(() => (stream.replies.length >= FAILOVER_CUT_AFTER ? true : undefined), { deadlineMs: 10_000, intervalMs: 10, what: 'the stream flowing via b' })
+      const cutAt = Date.now()
       await lab.underlay.cut('a', 'b')
       await pollUntil(() => (lab.pathOf('a', 'c') === null ? true : undefined), { deadlineMs: 10_000, intervalMs: 100, what: 'a routes to c directly after a–b died' })
       await stream.done
       const lost = longestGap(stream.replies.map((r) => r.seq), FAILOVER_COUNT)
       gaps.push(Math.round(lost * FAILOVER_INTERVAL_S * 1000))
+      stages.push(failoverStages(lab.host('a').log.join(''), cutAt, b, id.get('c') ?? ''))
       await lab.underlay.restore('a', 'b')
       const restored = performance.now()
       await pollUntil(() => (lab.pathOf('a', 'c') === b ? true : undefined), { deadlineMs: 90_000, intervalMs: 250, what: 'a back via b after recovery' })
@@ -359,7 +387,7 @@ it('paths: probe traffic, path changes under jitter, path quality and failover g
     recordBenchmark({
       name: 'paths-failover-gap',
       figure: `${gapMedian.toFixed(0)} ms median, ${gapMax.toFixed(0)} ms max (target ≤ 1 s ${gapMax <= 1000 ? 'met' : gapMedian <= 1000 ? 'met at the median, missed by the worst run' : 'missed'}); ${(gapMedian / floorMs).toFixed(2)}x the detection floor, ${(45_000 / gapMedian).toFixed(0)}x shorter than OSPF's 45 s`,
-      detail: `scenario (a), ping a→c every ${FAILOVER_INTERVAL_S * 1000} ms, a–b cut after ${FAILOVER_CUT_AFTER} replies, ${FAILOVER_RUNS} runs: gaps ${gaps.join(', ')} ms; detection floor 3 × ${mean(ACTIVE_INTERVAL_MS)} ms + ${DIRECT_TIMEOUT.minMs} ms = ${floorMs} ms (schedule.ts; worst case 3 × ${ACTIVE_INTERVAL_MS.max} + ${DIRECT_TIMEOUT.minMs} = ${3 * ACTIVE_INTERVAL_MS.max + DIRECT_TIMEOUT.minMs} ms); back via b after restore in ${returns.map((r) => r.toFixed(1)).join(', ')} s; loads ${loads.join('; ')}`,
+      detail: `scenario (a), ping a→c every ${FAILOVER_INTERVAL_S * 1000} ms, a–b cut after ${FAILOVER_CUT_AFTER} replies, ${FAILOVER_RUNS} runs: gaps ${gaps.join(', ')} ms; detection floor 3 × ${mean(ACTIVE_INTERVAL_MS)} ms + ${DIRECT_TIMEOUT.minMs} ms = ${floorMs} ms (schedule.ts; worst case 3 × ${ACTIVE_INTERVAL_MS.max} + ${DIRECT_TIMEOUT.minMs} = ${3 * ACTIVE_INTERVAL_MS.max + DIRECT_TIMEOUT.minMs} ms); at a, ms from the cut to the link's death, the path change and the kernel change: ${stages.join(', ')}; back via b after restore in ${returns.map((r) => r.toFixed(1)).join(', ')} s; loads ${loads.join('; ')}`,
     })
   } finally {
     dumpPathChanges(lab)
