@@ -12,8 +12,9 @@
 //
 // The file is a cache: a missing, unreadable or invalid one means "negotiate
 // everything again", never a failed start. It is rewritten (atomically) when
-// links or members change, and wiped with the rest of the state on leave.
+// links or members change its content, and wiped with the rest of the state on leave.
 
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import type { Logger } from '../logging/logger.js'
 import { Secret } from '../logging/secret.js'
@@ -157,6 +158,9 @@ export async function saveStoredLinks(stateDir: string, stored: StoredLinks): Pr
   await writeStateFile(join(stateDir, LINKS_FILE), encodeStoredLinks(stored))
 }
 
+/** Writes links.json's text (0600, atomically, synced); injected so tests can count the writes. */
+export type WriteLinksFile = (path: string, text: string) => Promise<void>
+
 export interface LinkStoreWriter {
   /** Writes the current links and members now (serialised with earlier writes). */
   save(): Promise<void>
@@ -167,14 +171,24 @@ export interface LinkStoreWriter {
 /**
  * Keeps links.json in step with the negotiator and the membership: every
  * negotiated or removed link and every member change schedules one write;
- * writes never overlap and changes during one coalesce into one more.
+ * writes never overlap and changes during one coalesce into one more. A
+ * write whose text is what the file already holds is skipped: most member
+ * events are record refreshes, which change neither the links nor the
+ * addresses, and each write is a synced file (idle CPU, issue 5).
  */
-export function startLinkStore(init: { stateDir: string }, components: { negotiator: LinkNegotiator; service: MembershipService; logger: Logger }): LinkStoreWriter {
+export function startLinkStore(
+  init: { stateDir: string },
+  components: { negotiator: LinkNegotiator; service: MembershipService; logger: Logger; writeFile?: WriteLinksFile },
+): LinkStoreWriter {
   const { negotiator, service } = components
+  const writeFile = components.writeFile ?? writeStateFile
   const log = components.logger.child({ component: 'link-store' })
+  const path = join(init.stateDir, LINKS_FILE)
   let closed = false
   let writing: Promise<void> | undefined
   let again = false
+  /** Digest of the text last written successfully (not the text: it holds preshared keys); undefined until the first write. */
+  let written: string | undefined
 
   const snapshot = (): StoredLinks => {
     // Links to members not (yet) seen stay: after a restart they are the ones being adopted.
@@ -187,18 +201,28 @@ export function startLinkStore(init: { stateDir: string }, components: { negotia
       again = true
       return writing
     }
-    writing = (async () => {
+    const run = async (): Promise<void> => {
       try {
         do {
           again = false
-          await saveStoredLinks(init.stateDir, snapshot()).catch((error: unknown) => {
-            log.warn({ err: error instanceof Error ? error.message : 'unknown' }, 'could not save the links; a restart will negotiate them again')
-          })
+          const text = encodeStoredLinks(snapshot())
+          const digest = createHash('sha256').update(text).digest('base64')
+          if (digest === written) continue
+          await writeFile(path, text).then(
+            () => {
+              written = digest
+            },
+            (error: unknown) => {
+              log.warn({ err: error instanceof Error ? error.message : 'unknown' }, 'could not save the links; a restart will negotiate them again')
+            },
+          )
         } while (again && !closed)
       } finally {
         writing = undefined
       }
-    })()
+    }
+    // Started after `writing` is set: a skipped write finishes without awaiting, and its finally must clear this one.
+    writing = Promise.resolve().then(run)
     return writing
   }
   const trigger = (): void => {

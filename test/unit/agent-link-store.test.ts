@@ -2,14 +2,18 @@ import { mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { bootstrapAddressesOf, decodeStoredLinks, encodeStoredLinks, loadStoredLinks, saveStoredLinks } from '../../src/agent/link-store.js'
+import { EventEmitter } from 'node:events'
+import { Writable } from 'node:stream'
+import { bootstrapAddressesOf, decodeStoredLinks, encodeStoredLinks, loadStoredLinks, saveStoredLinks, startLinkStore } from '../../src/agent/link-store.js'
 import { LINKS_FILE, wipeState } from '../../src/agent/state.js'
+import { createLogger } from '../../src/logging/logger.js'
 import { Secret } from '../../src/logging/secret.js'
 import { chooseLinkLocal, linkAddressesFor } from '../../src/membership/allocation.js'
 import { identityFromSeed } from '../../src/membership/identity.js'
 import type { NodeId } from '../../src/membership/keys.js'
-import type { LinkParams } from '../../src/membership/link-negotiation.js'
+import type { LinkNegotiator, LinkParams } from '../../src/membership/link-negotiation.js'
 import type { PeerRecord } from '../../src/membership/records.js'
+import type { MembershipService } from '../../src/membership/service.js'
 
 const seed = (n: number): Uint8Array => new Uint8Array(32).fill(n)
 const self = (await identityFromSeed(seed(1))).nodeId
@@ -98,5 +102,85 @@ describe('link store file', () => {
     writeFileSync(join(dir, LINKS_FILE), encodeStoredLinks({ links: [link(peer)], bootstrap: [] }))
     chmodSync(join(dir, LINKS_FILE), 0o644)
     expect(await loadStoredLinks(dir, self)).toEqual({ links: [], bootstrap: [] })
+  })
+})
+
+const silentLogger = () => createLogger({ pretty: false, destination: new Writable({ write: (_c, _e, done) => { done() } }) })
+
+describe('link store writer', () => {
+  const world = () => {
+    const links = new Map<NodeId, LinkParams>()
+    let peers: Partial<PeerRecord>[] = []
+    const negotiatorEvents = new EventEmitter()
+    const serviceEvents = new EventEmitter()
+    const negotiator = { events: negotiatorEvents, links: () => links } as unknown as LinkNegotiator
+    const service = { events: serviceEvents, peers: () => peers } as unknown as MembershipService
+    const writes: string[] = []
+    const store = startLinkStore(
+      { stateDir: '/nonexistent' },
+      {
+        negotiator,
+        service,
+        logger: silentLogger(),
+        writeFile: (_path, text) => {
+          writes.push(text)
+          return Promise.resolve()
+        },
+      },
+    )
+    return {
+      links,
+      setPeers: (next: Partial<PeerRecord>[]) => (peers = next),
+      emitMember: () => serviceEvents.emit('member:updated'),
+      emitLink: () => negotiatorEvents.emit('link:negotiated'),
+      writes,
+      store,
+    }
+  }
+
+  it('writes when links or member addresses change, and skips a write that would not change the file', async () => {
+    const w = world()
+    w.links.set(peer, link(peer))
+    w.emitLink()
+    await w.store.save()
+    expect(w.writes).toHaveLength(1)
+    // A record refresh: same links, same addresses.
+    for (let i = 0; i < 5; i++) w.emitMember()
+    await w.store.save()
+    expect(w.writes).toHaveLength(1)
+    w.setPeers([{ nodeId: other, endpoints: [{ address: '192.0.2.3', port: 4001, source: 'interface' }] }])
+    w.emitMember()
+    await w.store.save()
+    expect(w.writes).toHaveLength(2)
+    expect(decodeStoredLinks(w.writes[1] ?? '', self).bootstrap).toEqual([`/ip4/192.0.2.3/tcp/4001/p2p/${other}`])
+    w.links.delete(peer)
+    w.emitLink()
+    await w.store.save()
+    expect(w.writes).toHaveLength(3)
+    await w.store.close()
+  })
+
+  it('writes again after a failed write, even with nothing changed', async () => {
+    const links = new Map<NodeId, LinkParams>([[peer, link(peer)]])
+    const negotiator = { events: new EventEmitter(), links: () => links } as unknown as LinkNegotiator
+    const service = { events: new EventEmitter(), peers: () => [] } as unknown as MembershipService
+    let attempts = 0
+    const store = startLinkStore(
+      { stateDir: '/nonexistent' },
+      {
+        negotiator,
+        service,
+        logger: silentLogger(),
+        writeFile: () => {
+          attempts++
+          return attempts === 1 ? Promise.reject(new Error('ENOSPC')) : Promise.resolve()
+        },
+      },
+    )
+    await store.save()
+    await store.save()
+    await store.save()
+    expect(attempts).toBe(2)
+    await store.close()
   })
 })
