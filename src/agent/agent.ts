@@ -716,13 +716,13 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         kernel = await openKernelLayer({ wireguard: init.wireguard ?? 'auto' }, { logger: components.logger }, signal)
         adopted = new Set(await kernel.wireguard.listInterfaces({ signal }))
         const wireguard = kernel.wireguard
-        const rtnl = kernel.rtnl
+        const linkCounters = kernel.linkCounters
         monitor = createLinkMonitor({
           readDevice: (ifname, o) => wireguard.get(ifname, o),
           now,
           freshMs: HANDSHAKE_FRESH_MS,
           probeBytes: () => new Map([...(probes?.probeBytes() ?? [])].map(([peer, { tx, rx }]) => [peer, tx + rx])),
-          readCounters: async (o) => new Map((await rtnl.linkCounters(o)).map((c) => [c.name, c])),
+          readCounters: async (o) => new Map((await linkCounters.read(o)).map((c) => [c.name, c])),
           probeInnerBytes: () => new Map([...(probes?.probeBytes() ?? [])].map(([peer, { inner }]) => [peer, inner])),
         })
         adoptUntil = adopted.size > 0 ? now() + ADOPTION_GRACE_MS : 0

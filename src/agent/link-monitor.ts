@@ -3,7 +3,8 @@
 // it alone while the handshake is fresh), which links carry traffic (probed
 // fast) and the status table.
 //
-// With the kernel's interface counters (one rtnetlink dump for every link),
+// With the kernel's interface counters (one read of /proc/self/net/dev for
+// every link, src/kernel/link-counters.ts),
 // activity is judged from those, and a link's WireGuard device (a UAPI
 // round trip to its wireguard-go, or a genetlink request) is read only when
 // something needs it: no reading yet, a handshake near going stale, traffic,

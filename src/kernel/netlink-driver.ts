@@ -6,7 +6,7 @@
 //
 // Input: one command object, or an array of them (run in order, each result
 // reported). A command is {"op": NAME, …arguments, "timeoutMs"?: N}:
-//   linkList | addrList | routeList | ruleList
+//   linkList | linkCounters | procLinkCounters (the link monitor's reader) | addrList | routeList | ruleList
 //   linkAdd {link} | linkSet {name, change} | linkDel {name}
 //   addrAdd {address} | addrDel {address} | routeReplace {route} | routeDel {route}
 //   ruleAdd {rule} | ruleDel {rule}
@@ -17,6 +17,7 @@
 // command, one JSON line each; exit status 1 if any command failed.
 
 import { Secret } from '../logging/secret.js'
+import { createLinkCounterReader } from './link-counters.js'
 import { openRtnetlink, openWireguardGenl } from './netlink.js'
 import { KernelError, type LinkChange } from './port.js'
 import type { Address, Link, Route, Rule, WireguardDevice, WireguardPeer } from './types.js'
@@ -92,6 +93,11 @@ async function run(command: Command): Promise<unknown> {
     switch (command.op) {
       case 'linkCounters':
         return await rt.linkCounters(options)
+      case 'procLinkCounters': {
+        const reader = createLinkCounterReader({ rtnl: rt })
+        const counters = await reader.read(options)
+        return { source: reader.source, counters }
+      }
       case 'linkList':
         return await rt.linkList(options)
       case 'addrList':

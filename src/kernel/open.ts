@@ -5,6 +5,7 @@
 import type { Logger } from 'pino'
 import { detectCapabilities, findWireguardGo, probeKindsInScratchNamespace, type Capabilities, type WireguardPreference } from './capabilities.js'
 import { registerIproute2Names } from './iproute2-names.js'
+import { createLinkCounterReader, type LinkCounterReader } from './link-counters.js'
 import { openRtnetlink, openWireguardGenl } from './netlink.js'
 import type { RtnetlinkPort } from './port.js'
 import { createReconciler, type Reconciler } from './reconciler.js'
@@ -17,6 +18,8 @@ export interface KernelLayer {
   capabilities: Capabilities
   reconciler: Reconciler
   rtnl: RtnetlinkPort
+  /** Every link's byte counters (the link monitor's poll). */
+  linkCounters: LinkCounterReader
   wireguard: WireguardBackend
   close(): Promise<void>
 }
@@ -54,6 +57,7 @@ export async function openKernelLayer(init: { wireguard: WireguardPreference; ti
     capabilities,
     reconciler,
     rtnl,
+    linkCounters: createLinkCounterReader({ rtnl }),
     wireguard,
     async close() {
       await wireguard.close()

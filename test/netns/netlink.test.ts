@@ -172,6 +172,17 @@ describe('netlink port in a namespace', () => {
       expect(counters.map((c) => c.name).sort()).toEqual(ns.ipJson<IpLink[]>('link', 'show').map((l) => l.ifname).sort())
     })
 
+    it('reads the same counters from /proc/net/dev, the link monitor\'s source, without falling back to the dump', () => {
+      ns.ip('link', 'set', 'lo', 'up')
+      spawnSync('ip', ['netns', 'exec', ns.name, 'ping', '-n', '-q', '-c', '2', '-i', '0.2', '127.0.0.1'], { stdio: 'ignore' })
+      const { source, counters } = ok<{ source: string; counters: { name: string; rxBytes: number; txBytes: number }[] }>(ns, { op: 'procLinkCounters' })
+      const [fromIp] = ns.ipJson<{ stats64: { rx: { bytes: number }; tx: { bytes: number } } }[]>('-s', 'link', 'show', 'lo')
+      expect(source).toBe('proc')
+      expect(counters.find((c) => c.name === 'lo')).toEqual({ name: 'lo', rxBytes: fromIp?.stats64.rx.bytes, txBytes: fromIp?.stats64.tx.bytes })
+      // This namespace's links, not the host's: /proc/self/net follows the reading process's namespace.
+      expect(counters.map((c) => c.name).sort()).toEqual(ns.ipJson<IpLink[]>('link', 'show').map((l) => l.ifname).sort())
+    })
+
     it('sets mtu, down and nomaster', () => {
       ok(ns, { op: 'linkSet', name: 'md-vx0', change: { mtu: 1300, up: false, master: null } })
       const [vxlan] = ns.ipJson<(IpLink & { mtu: number })[]>('link', 'show', 'md-vx0')
