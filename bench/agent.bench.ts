@@ -34,9 +34,11 @@ import { awaitInotifyHeadroom } from './support/kernel-mesh.js'
 //   handshake). Baseline, same window: a bare Node process (the same binary)
 //   idling on a timer.
 
-// 90 s: at 20 peers one 10 s window read anywhere from 1.1 to 2.0 % (0.1 % resolution, bursts of probing and GC),
-// and 60 s windows in a row on one held lab still 0.77–1.13 % (2026-12-04); what is meant is the idle mean.
-const IDLE_WINDOW_MS = 90_000
+// 180 s, in three parts reported one by one: at 20 peers one 10 s window read anywhere from 1.1 to 2.0 % (0.1 %
+// resolution, bursts of probing and GC), and 60 s windows in a row on one held lab, same agent, nothing logged,
+// still 0.77–1.13 % (2026-12-04) and 0.78–1.05 % (2026-12-06); what is meant is the idle mean.
+const IDLE_WINDOW_MS = 180_000
+const IDLE_WINDOW_PARTS = 3
 /** After the last change, before an idle window: records, negotiations and the first probe rounds settle. */
 const SETTLE_MS = 15_000
 /**
@@ -182,6 +184,8 @@ interface Idle {
   anonMiB: number
   /** CPU % per thread name in the window, e.g. "node 2.1, V8 DefaultWorke 0.4". */
   threads: string
+  /** cpuPct of each part of the window, in order (their mean is cpuPct). */
+  parts: number[]
 }
 
 function statusKiB(pid: number, field: string): number {
@@ -216,7 +220,18 @@ async function idle(pids: readonly number[]): Promise<Idle[]> {
   const before = pids.map(cpuTicks)
   const threadsBefore = pids.map(threadTicks)
   const start = performance.now()
-  await delay(IDLE_WINDOW_MS)
+  const parts: number[][] = pids.map(() => [])
+  for (let part = 0; part < IDLE_WINDOW_PARTS; part++) {
+    const partStart = performance.now()
+    const partBefore = pids.map(cpuTicks)
+    await delay(IDLE_WINDOW_MS / IDLE_WINDOW_PARTS)
+    const partSeconds = (performance.now() - partStart) / 1000
+    pids.forEach((pid, i) => {
+      const now = cpuTicks(pid)
+      const ticks = now.user + now.system - (partBefore[i]?.user ?? 0) - (partBefore[i]?.system ?? 0)
+      parts[i]?.push((ticks / TICKS_PER_SECOND / partSeconds) * 100)
+    })
+  }
   const seconds = (performance.now() - start) / 1000
   const pct = (ticks: number): number => (ticks / TICKS_PER_SECOND / seconds) * 100
   return pids.map((pid, i) => {
@@ -224,7 +239,7 @@ async function idle(pids: readonly number[]): Promise<Idle[]> {
     const user = after.user - (before[i]?.user ?? 0)
     const system = after.system - (before[i]?.system ?? 0)
     const threads = [...threadTicks(pid)].map(([name, ticks]) => [name, pct(ticks - (threadsBefore[i]?.get(name) ?? 0))] as const).filter(([, p]) => p > 0)
-    return { cpuPct: pct(user + system), systemPct: pct(system), rssMiB: rssMiB(pid), anonMiB: statusKiB(pid, 'RssAnon') / 1024, threads: threads.map(([name, p]) => `${name} ${p.toFixed(1)}`).join(', ') }
+    return { cpuPct: pct(user + system), systemPct: pct(system), rssMiB: rssMiB(pid), anonMiB: statusKiB(pid, 'RssAnon') / 1024, threads: threads.map(([name, p]) => `${name} ${p.toFixed(1)}`).join(', '), parts: parts[i] ?? [] }
   })
 }
 
@@ -277,7 +292,7 @@ function pidOf(host: AgentHost): number {
 }
 
 function idleDetail(label: string, agent: Idle, base: Idle, wgo: { count: number; rss: number }): string {
-  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS (${agent.anonMiB.toFixed(1)} anonymous), ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s (${agent.systemPct.toFixed(2)} in the kernel; by thread: ${agent.threads || 'none'}); bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
+  return `${label}: agent ${agent.rssMiB.toFixed(1)} MiB RSS (${agent.anonMiB.toFixed(1)} anonymous), ${agent.cpuPct.toFixed(2)} % of a core over ${IDLE_WINDOW_MS / 1000} s (its ${IDLE_WINDOW_PARTS} parts ${agent.parts.map((p) => p.toFixed(2)).join(', ')} %; ${agent.systemPct.toFixed(2)} in the kernel; by thread: ${agent.threads || 'none'}); bare node ${base.rssMiB.toFixed(1)} MiB, ${base.cpuPct.toFixed(2)} %; plus ${wgo.count} wireguard-go processes, ${wgo.rss.toFixed(1)} MiB RSS together`
 }
 
 // ── The benchmarks ──────────────────────────────────────────────────────────
@@ -311,6 +326,9 @@ it('agent: join-to-connectivity (4 hosts) vs a plain wireguard-go tunnel; idle R
     })
     const totalMs = Math.max(...replies) - start
     results.push({ host: joiner, members: joined.length, totalMs, phases: joinPhases(joiner, spawnedAt, spawnedAt + totalMs) })
+    // MESHD_BENCH_DUMP_DIR=<dir>: every joiner's agent log up to connectivity, to see where a slow join went.
+    const dumpDir = process.env.MESHD_BENCH_DUMP_DIR
+    if (dumpDir !== undefined) writeFileSync(join(dumpDir, `agent-join-${joiner.name}.log`), joiner.log.join(''))
     joined.push(joiner)
     // Let the mesh settle before the next join, so each measures one join alone.
     await pollUntil(() => (joined.every((host) => status(host)?.peers.filter((p) => p.state === 'up').length === joined.length - 1) ? true : undefined), {
@@ -347,7 +365,7 @@ it('agent: join-to-connectivity (4 hosts) vs a plain wireguard-go tunnel; idle R
     meshd(host, ['down'])
     await stopAgent(host)
   }
-})
+}, 20 * 60_000)
 
 /** The parts of `meshd status --json` the live-peer wait reads (docs/status-json.md). */
 interface SimPeerStatus {
@@ -575,4 +593,4 @@ it(`agent: idle RSS and CPU with 3 and 20 simulated peers (${LIVE_SIM ? 'live' :
   meshd(h5, ['down'])
   await stopAgent(h5)
   expect({ wireguardGo: wireguardGoPids(h5), links: mdLinks(h5) }).toEqual({ wireguardGo: [], links: [] })
-})
+}, 20 * 60_000)
