@@ -326,9 +326,9 @@ it('agent: join-to-connectivity (4 hosts) vs a plain wireguard-go tunnel; idle R
     })
     const totalMs = Math.max(...replies) - start
     results.push({ host: joiner, members: joined.length, totalMs, phases: joinPhases(joiner, spawnedAt, spawnedAt + totalMs) })
-    // MESHD_BENCH_DUMP_DIR=<dir>: every joiner's agent log up to connectivity, to see where a slow join went.
+    // MESHD_BENCH_DUMP_DIR=<dir>: the joiner's and the members' agent logs at connectivity, to see where a slow join went.
     const dumpDir = process.env.MESHD_BENCH_DUMP_DIR
-    if (dumpDir !== undefined) writeFileSync(join(dumpDir, `agent-join-${joiner.name}.log`), joiner.log.join(''))
+    if (dumpDir !== undefined) for (const host of [...joined, joiner]) writeFileSync(join(dumpDir, `agent-join-${joiner.name}-${host.name}.log`), host.log.join(''))
     joined.push(joiner)
     // Let the mesh settle before the next join, so each measures one join alone.
     await pollUntil(() => (joined.every((host) => status(host)?.peers.filter((p) => p.state === 'up').length === joined.length - 1) ? true : undefined), {
