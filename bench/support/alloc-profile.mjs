@@ -1,12 +1,14 @@
 // Samples what a running Node process (an agent) allocates, garbage included,
 // without restarting it: SIGUSR1 opens its inspector (as in cpu-profile.mjs),
-// then the sampling heap profiler runs for the given seconds. Also reports the
-// young-generation collections in that time, from V8's own counters.
+// then the sampling heap profiler runs for the given seconds. Also prints the
+// heap spaces' sizes at the start (new_space: how often a scavenge comes).
 //
 //   ip netns exec NS node bench/support/alloc-profile.mjs <pid> [seconds]
 //
 // Prints bytes allocated per second by allocating function (top 40, with its
 // caller) and per package/file.
+
+import { connectInspector } from './inspector.mjs'
 
 const [pidText, secondsText = '30'] = process.argv.slice(2)
 const pid = Number(pidText)
@@ -14,34 +16,7 @@ if (!Number.isInteger(pid) || pid <= 0) {
   process.stderr.write('usage: alloc-profile.mjs <pid> [seconds]\n')
   process.exit(2)
 }
-process.kill(pid, 'SIGUSR1')
-
-let targets
-for (let i = 0; i < 100 && targets === undefined; i++) {
-  try {
-    targets = await (await fetch('http://127.0.0.1:9229/json/list')).json()
-  } catch {
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-if (!targets?.[0]) throw new Error('no inspector target')
-const ws = new WebSocket(targets[0].webSocketDebuggerUrl)
-await new Promise((resolve, reject) => {
-  ws.onopen = resolve
-  ws.onerror = reject
-})
-let nextId = 1
-const pending = new Map()
-ws.onmessage = (event) => {
-  const message = JSON.parse(String(event.data))
-  if (message.id !== undefined) pending.get(message.id)?.(message)
-}
-const send = (method, params = {}) =>
-  new Promise((resolve) => {
-    const id = nextId++
-    pending.set(id, resolve)
-    ws.send(JSON.stringify({ id, method, params }))
-  })
+const { send, close } = await connectInspector(pid)
 const heapCounters = async () => {
   const { result } = await send('Runtime.evaluate', {
     expression: `JSON.stringify(process.getBuiltinModule('v8').getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size]))`,
@@ -56,8 +31,7 @@ await send('HeapProfiler.enable')
 await send('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
 await new Promise((resolve) => setTimeout(resolve, seconds * 1000))
 const { result } = await send('HeapProfiler.stopSampling')
-ws.send(JSON.stringify({ id: nextId++, method: 'Runtime.evaluate', params: { expression: 'process._debugEnd?.()' } }))
-ws.close()
+close()
 
 const perFunction = new Map()
 const perFile = new Map()

@@ -9,6 +9,7 @@
 // whole profile to out.cpuprofile when given (loadable in Chrome DevTools).
 
 import { writeFileSync } from 'node:fs'
+import { connectInspector } from './inspector.mjs'
 
 const [pidText, secondsText = '10', out] = process.argv.slice(2)
 const pid = Number(pidText)
@@ -16,43 +17,14 @@ if (!Number.isInteger(pid) || pid <= 0) {
   process.stderr.write('usage: cpu-profile.mjs <pid> [seconds] [out.cpuprofile]\n')
   process.exit(2)
 }
-process.kill(pid, 'SIGUSR1')
-
-let targets
-for (let i = 0; i < 100 && targets === undefined; i++) {
-  try {
-    targets = await (await fetch('http://127.0.0.1:9229/json/list')).json()
-  } catch {
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-if (!targets?.[0]) throw new Error('no inspector target')
-const ws = new WebSocket(targets[0].webSocketDebuggerUrl)
-await new Promise((resolve, reject) => {
-  ws.onopen = resolve
-  ws.onerror = reject
-})
-let nextId = 1
-const pending = new Map()
-ws.onmessage = (event) => {
-  const message = JSON.parse(String(event.data))
-  if (message.id !== undefined) pending.get(message.id)?.(message)
-}
-const send = (method, params = {}) =>
-  new Promise((resolve) => {
-    const id = nextId++
-    pending.set(id, resolve)
-    ws.send(JSON.stringify({ id, method, params }))
-  })
+const { send, close } = await connectInspector(pid)
 
 await send('Profiler.enable')
 await send('Profiler.setSamplingInterval', { interval: 500 })
 await send('Profiler.start')
 await new Promise((resolve) => setTimeout(resolve, Number(secondsText) * 1000))
 const { result } = await send('Profiler.stop')
-// Close the inspector again (it answers nothing once closed, so do not wait).
-ws.send(JSON.stringify({ id: nextId++, method: 'Runtime.evaluate', params: { expression: 'process._debugEnd?.()' } }))
-ws.close()
+close()
 const profile = result.profile
 if (out) writeFileSync(out, JSON.stringify(profile))
 
