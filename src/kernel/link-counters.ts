@@ -40,7 +40,7 @@ export function parseProcNetDev(text: string): LinkCounters[] {
 
 export interface LinkCounterReader {
   read(options: CallOptions): Promise<LinkCounters[]>
-  /** Where the last read came from (tests, and the log when the fallback is taken). */
+  /** Where reads come from now: 'netlink' once /proc has failed (the netns test checks it stays 'proc'). */
   readonly source: 'proc' | 'netlink'
 }
 
