@@ -248,8 +248,12 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
       }
       const params = paramsFrom(peer, offer, answer.offer, pair, presharedKey)
       await framed.write(encodeLinkMessage({ type: 'confirm', attempt: pair.attempt }), options)
-      await framed.close(options)
+      // Once the confirm is out the responder commits, so we do too: failing on a
+      // close error would leave the pair disagreeing and the retry would re-key it.
       commit(params)
+      await framed.close(options).catch((error: unknown) => {
+        log.debug({ peer, err: error instanceof Error ? error.message : 'unknown' }, 'link stream close failed after the confirm')
+      })
       return params
     } finally {
       reservations.delete(peer)
@@ -315,6 +319,8 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
     } catch (error) {
       failed(peer, error)
       framed.abort(error instanceof Error ? error : new Error('negotiation failed'))
+      // A responder that lost the confirm has no link while the initiator may have one: ask again.
+      if (self > peer && !links.has(peer) && service.member(peer) !== undefined) schedule(peer, 'inbound negotiation failed')
     }
   }
 
