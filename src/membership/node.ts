@@ -63,7 +63,7 @@ export interface MembershipNodeInit {
   }
   /** Gossipsub heartbeat; default 1000 ms (gossipsub's own default). */
   gossipHeartbeatMs?: number
-  /** How often libp2p pings each connection to find dead ones (closed on a failed ping); default 30 s (libp2p's own: 10 s). */
+  /** How often libp2p pings each connection to find dead ones (closed on a failed ping); default 5 min (libp2p's own: 10 s). */
   connectionPingIntervalMs?: number
   /** New inbound connections accepted per second from one host; libp2p's default is 5. */
   inboundConnectionsPerSecond?: number
@@ -179,7 +179,16 @@ function observedAddressView(components: AddressViewComponents): ObservedAddress
 
 /** Re-confirmed with every listener change; long enough that it never lapses in between. */
 const OWN_ADDRESS_TTL_MS = 30 * 24 * 3600 * 1000
-const CONNECTION_PING_INTERVAL_MS = 60_000
+/**
+ * libp2p's ping of every connection is a backstop for a connection stuck with unacknowledged data; an idle
+ * connection to a host that vanished is found by the kernel (TCP keepalive: TCP_KEEPALIVE_IDLE_MS, then libuv's
+ * 10 probes a second apart), at no CPU cost to the agent. Each ping is a new stream on both ends (a few ms of
+ * interpreted JavaScript with the peer-store update): at 20 peers the 60 s pings were ~0.1 % of a core (issue 5).
+ */
+const CONNECTION_PING_INTERVAL_MS = 5 * 60_000
+const TCP_KEEPALIVE_IDLE_MS = 30_000
+/** Longer than the ping interval, so a live but quiet connection is never closed for idleness (libp2p's default: 2 min). */
+const TCP_INACTIVITY_TIMEOUT_MS = 3 * CONNECTION_PING_INTERVAL_MS
 
 export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
   const { identity, network } = components
@@ -336,10 +345,18 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         // Listening on 0.0.0.0 also covers meshd's own link-local and overlay addresses: never advertise those.
         announceFilter: (addresses) => addresses.filter((address) => !isMeshInternalAddress(addressOfMultiaddr(address.toString()) ?? '', network)),
       },
-      transports: [tcp(), circuitRelayTransport()],
+      transports: [
+        tcp({
+          dialOpts: { keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_IDLE_MS },
+          listenOpts: { keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_IDLE_MS },
+          inboundSocketInactivityTimeout: Math.max(TCP_INACTIVITY_TIMEOUT_MS, 3 * (init.connectionPingIntervalMs ?? 0)),
+          outboundSocketInactivityTimeout: Math.max(TCP_INACTIVITY_TIMEOUT_MS, 3 * (init.connectionPingIntervalMs ?? 0)),
+        }),
+        circuitRelayTransport(),
+      ],
       connectionEncrypters: [noise()],
-      // No yamux keepalive pings (every 30 s per side and connection): the connection monitor below already
-      // pings every connection, and finds the half-open ones, which yamux's keepalive never closes.
+      // No yamux keepalive pings (every 30 s per side and connection): TCP keepalive and the connection monitor
+      // below find dead connections, including the half-open ones, which yamux's keepalive never closes.
       streamMuxers: [yamux({ enableKeepAlive: false })],
       connectionProtector: preSharedKey({ psk: formatPnetKey(derivePnetKey(network.secret)).reveal() }),
       connectionManager: {
@@ -347,8 +364,8 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         ...(init.maxConnections === undefined ? {} : { maxConnections: init.maxConnections }),
       },
       // libp2p pings every connection every 10 s by default: in a mesh that is a stream per peer and direction each
-      // time, with yamux's keepalive the larger part of an idle agent's libp2p traffic (issue 5). A half-open
-      // connection is still found within two minutes; members' liveness is the prober's job, not this.
+      // time, with yamux's keepalive the larger part of an idle agent's libp2p traffic (issue 5). TCP keepalive finds
+      // an idle connection to a vanished host in ~40 s; members' liveness is the prober's job, not this.
       connectionMonitor: { pingInterval: init.connectionPingIntervalMs ?? CONNECTION_PING_INTERVAL_MS },
       peerDiscovery: discovery,
       services,

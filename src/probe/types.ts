@@ -102,6 +102,8 @@ export interface ProbeSocket {
 export interface ProbeSocketOptions {
   address: string
   port: number
+  /** The one address this socket exchanges probes with (the link's far end): a socket may connect to it. */
+  peer?: { address: string; port: number }
   /** `receivedAt` (the monotonic clock) when the socket layer knows it; otherwise the service reads the clock on entry. */
   onMessage: (bytes: Uint8Array, from: { address: string; port: number }, receivedAt?: number) => void
   onError: (error: Error) => void
