@@ -59,7 +59,7 @@ export interface MembershipServiceInit {
   /** How often the record is re-published; default a third of its lifetime, so two refreshes can be lost. */
   refreshIntervalMs?: number
   sweepIntervalMs?: number
-  /** How often the host's own endpoints are gathered again; a change is published at once. Default 5 s. */
+  /** How often the host's own endpoints are gathered again; a change is published at once. Default 5 s (the agent, which also checks on kernel address notifications, uses 30 s). */
   endpointCheckIntervalMs?: number
   syncTimeoutMs?: number
   /** Keep loopback addresses among endpoint candidates (single-host tests). */
@@ -124,6 +124,8 @@ export interface MembershipService {
   evict(nodeId: NodeId, reason: string, options: SignalOptions): Promise<void>
   /** An address of this host as a peer saw it (link negotiation reports these); used as an endpoint candidate. */
   noteObservedAddress(address: string): void
+  /** Gathers own endpoints again soon and publishes a record if they changed (e.g. the kernel reported an address change). */
+  checkEndpointsSoon(): void
   /** Judges one signed object as if it came from the network (used by tests and by the sync protocol). */
   receive(bytes: Uint8Array, source: RecordSource): Outcome
 }
@@ -318,6 +320,25 @@ export function createMembershipService(init: MembershipServiceInit, components:
     const key = (list: readonly EndpointCandidate[]): string => list.map((e) => `${e.source} ${e.address} ${e.port}`).join(',')
     if (key(gathered) !== key(current)) republishSoon('own endpoints changed')
   }
+  /** One check at a time; a request during one runs it once more afterwards. */
+  let endpointCheck: { running: boolean; again: boolean } = { running: false, again: false }
+  const runEndpointCheck = (): void => {
+    if (phase !== 'running') return
+    if (endpointCheck.running) {
+      endpointCheck.again = true
+      return
+    }
+    const current = { running: true, again: false }
+    endpointCheck = current
+    checkEndpoints()
+      .catch((error: unknown) => {
+        log.debug({ err: error instanceof Error ? error.message : 'unknown' }, 'could not gather own endpoints')
+      })
+      .finally(() => {
+        current.running = false
+        if (current.again) runEndpointCheck()
+      })
+  }
 
   const buildRecord = async (): Promise<PeerRecord> => {
     const endpoints = await ownEndpoints()
@@ -510,12 +531,7 @@ export function createMembershipService(init: MembershipServiceInit, components:
         })
       })
       every(sweepMs, sweep)
-      every(init.endpointCheckIntervalMs ?? DEFAULT_ENDPOINT_CHECK_MS, () => {
-        if (phase !== 'running') return
-        checkEndpoints().catch((error: unknown) => {
-          log.debug({ err: error instanceof Error ? error.message : 'unknown' }, 'could not gather own endpoints')
-        })
-      })
+      every(init.endpointCheckIntervalMs ?? DEFAULT_ENDPOINT_CHECK_MS, runEndpointCheck)
       // Peers connected before we started missed our sync handler; pull from them now.
       await Promise.all(node.connectedPeers().map((peer) => syncWith(peer)))
       log.info({ members: state.peers.size, overlay: ownRecord()?.overlayIpv4 }, 'membership service started')
@@ -567,7 +583,10 @@ export function createMembershipService(init: MembershipServiceInit, components:
       if (observed.includes(address)) return
       observed.unshift(address)
       observed.length = Math.min(observed.length, MAX_OBSERVED_ADDRESSES)
+      runEndpointCheck()
     },
+
+    checkEndpointsSoon: runEndpointCheck,
 
     receive,
   }

@@ -39,6 +39,21 @@ describe('meshd agents in namespaces', () => {
     expect(mtuOf(h2)).toEqual([1340])
   })
 
+  it('publishes a new record when an interface gets an address, on the kernel notification rather than the 30 s backstop', async () => {
+    const republished = (): number => h1.log.join('').split('\n').filter((line) => line.includes('own endpoints changed')).length
+    const before = republished()
+    // A second interface (systeminformation reports one IPv4 address per interface, so a secondary address would not show).
+    h1.ns.ip('link', 'add', 'uplink2', 'type', 'veth', 'peer', 'name', 'uplink2-peer')
+    try {
+      h1.ns.ip('addr', 'add', '198.18.0.1/24', 'dev', 'uplink2')
+      h1.ns.ip('link', 'set', 'uplink2-peer', 'up')
+      h1.ns.ip('link', 'set', 'uplink2', 'up')
+      await pollUntil(() => (republished() > before ? true : undefined), { deadlineMs: 15_000, what: 'h1 republishing its record with the new address' })
+    } finally {
+      h1.ns.ip('link', 'del', 'uplink2')
+    }
+  })
+
   it('down on h2 removes every md- link and keeps user routes and rules', async () => {
     h2.ns.ip('route', 'add', '198.51.100.0/24', 'via', '192.0.2.1', 'table', '100')
     h2.ns.ip('rule', 'add', 'priority', '1000', 'to', '198.51.100.0/24', 'lookup', '100')
