@@ -134,7 +134,11 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
     unconfirmed.add(params.peer)
   }
   const reservations = new Map<NodeId, Reservation>()
-  const scheduled = new Map<NodeId, { running: boolean; again: boolean; timer?: NodeJS.Timeout }>()
+  /**
+   * Per peer: a negotiation running, and whether a trigger came during it. `againIfUnlinked`: every such trigger
+   * only asked for a link to exist (member up, a record without a link), which the running one may just have made.
+   */
+  const scheduled = new Map<NodeId, { running: boolean; again: boolean; againIfUnlinked: boolean; timer?: NodeJS.Timeout }>()
   let lifecycle: AbortController | undefined
   /** The initiator side runs one negotiation at a time, so its in-use sets hold still while it waits for an answer. */
   let initiatorQueue: Promise<unknown> = Promise.resolve()
@@ -320,7 +324,7 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
       failed(peer, error)
       framed.abort(error instanceof Error ? error : new Error('negotiation failed'))
       // A responder that lost the confirm has no link while the initiator may have one: ask again.
-      if (self > peer && !links.has(peer) && service.member(peer) !== undefined) schedule(peer, 'inbound negotiation failed')
+      if (self > peer && !links.has(peer) && service.member(peer) !== undefined) schedule(peer, 'inbound negotiation failed', 1, true)
     }
   }
 
@@ -352,12 +356,17 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
 
   // ── Triggers ───────────────────────────────────────────────────────────────
 
-  /** At most one outbound negotiation per peer at a time; a trigger during one runs it once more afterwards. */
-  const schedule = (peer: NodeId, why: string, attempt = 1): void => {
+  /**
+   * At most one outbound negotiation per peer at a time; a trigger during one runs it once more afterwards, unless
+   * the trigger only wanted a link (`onlyIfUnlinked`) and there is one by then: at a join, records arrive several
+   * times while the first negotiation runs, and each repeat took a turn in the initiator queue.
+   */
+  const schedule = (peer: NodeId, why: string, attempt = 1, onlyIfUnlinked = false): void => {
     if (lifecycle === undefined || peer === self) return
-    const entry = scheduled.get(peer) ?? { running: false, again: false }
+    const entry = scheduled.get(peer) ?? { running: false, again: false, againIfUnlinked: true }
     scheduled.set(peer, entry)
     if (entry.running) {
+      entry.againIfUnlinked = entry.again ? entry.againIfUnlinked && onlyIfUnlinked : onlyIfUnlinked
       entry.again = true
       return
     }
@@ -371,7 +380,7 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
     negotiate(peer, { signal })
       .then(() => {
         entry.running = false
-        if (entry.again) {
+        if (entry.again && !(entry.againIfUnlinked && links.has(peer))) {
           entry.again = false
           schedule(peer, 'triggered again during negotiation')
         } else {
@@ -421,12 +430,13 @@ export function createLinkNegotiator(init: LinkNegotiatorInit, components: LinkN
   }
 
   const onMemberUp = (record: PeerRecord): void => {
-    if (!links.has(record.nodeId)) schedule(record.nodeId, 'member up')
+    if (!links.has(record.nodeId)) schedule(record.nodeId, 'member up', 1, true)
     else checkAdopted(record)
   }
   const onMemberUpdated = (record: PeerRecord, previous: PeerRecord): void => {
     const changed = endpointAddresses(record) !== endpointAddresses(previous)
-    if (!links.has(record.nodeId)) schedule(record.nodeId, 'member without a link')
+    // A negotiation running now may have offered the old endpoints: then it runs again.
+    if (!links.has(record.nodeId)) schedule(record.nodeId, changed ? 'member without a link, endpoints changed' : 'member without a link', 1, !changed)
     else if (unconfirmed.has(record.nodeId)) checkAdopted(record)
     else if (changed && self < record.nodeId) schedule(record.nodeId, 'peer endpoints changed')
   }

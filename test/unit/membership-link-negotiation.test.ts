@@ -79,7 +79,10 @@ interface Host {
   readonly record: PeerRecord
   handler?: ProtocolHandler
   negotiator?: LinkNegotiator
+  service?: MembershipService
   readonly committed: LinkParams[]
+  /** Streams this host's node opened. */
+  opened: number
 }
 
 const silentLogger = () => createLogger({ pretty: false, destination: new Writable({ write: (_c, _e, done) => { done() } }) })
@@ -92,7 +95,7 @@ async function pair(faults: StreamFaults): Promise<{ low: Host; high: Host }> {
   for (const seed of [11, 12]) {
     const identity = await identityFromSeed(new Uint8Array(32).fill(seed))
     const record = peerRecord(seededSigner(seed), network, [], { endpoints: [{ address: `192.0.2.${seed}`, port: 51820, source: 'configured' }] })
-    hosts.push({ identity, record: { ...record, nodeId: identity.nodeId }, committed: [] })
+    hosts.push({ identity, record: { ...record, nodeId: identity.nodeId }, committed: [], opened: 0 })
   }
   const [a, b] = hosts as [Host, Host]
   const [low, high] = a.identity.nodeId < b.identity.nodeId ? [a, b] : [b, a]
@@ -101,6 +104,7 @@ async function pair(faults: StreamFaults): Promise<{ low: Host; high: Host }> {
     const node = {
       handle: (_protocol: string, handler: ProtocolHandler) => (host.handler = handler),
       openStream: (nodeId: NodeId) => {
+        host.opened += 1
         const peer = other(host)
         if (peer.identity.nodeId !== nodeId || peer.handler === undefined) return Promise.reject(new Error('no route'))
         const mine = new FakeStreamEnd(pendingFaults)
@@ -126,6 +130,7 @@ async function pair(faults: StreamFaults): Promise<{ low: Host; high: Host }> {
     negotiator.events.on('link:negotiated', (params) => host.committed.push(params))
     negotiator.start()
     host.negotiator = negotiator
+    host.service = service
   }
   return { low, high }
 }
@@ -157,5 +162,26 @@ describe('link negotiation over a stream pair', () => {
     expect(key(high.committed[0])).toBe(key(params))
     expect(high.committed[0]?.pair).toEqual(params?.pair)
     expect(key(low.negotiator?.links().get(high.identity.nodeId))).toBe(key(params))
+  })
+
+  it('records that arrive while the first negotiation runs do not make it run again once the link exists', async () => {
+    const { low, high } = await pair({})
+    // As at a join: the member comes up, then its record arrives again (sync, then gossip) while the link is negotiated.
+    low.service?.events.emit('member:up', high.record)
+    low.service?.events.emit('member:updated', high.record, high.record)
+    low.service?.events.emit('member:updated', high.record, high.record)
+    await pollUntil(() => (low.committed.length === 1 && high.committed.length === 1 ? true : undefined), { deadlineMs: 5_000, what: 'the link on both ends' })
+    for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve))
+    expect(low.opened).toBe(1)
+    expect(low.committed).toHaveLength(1)
+  })
+
+  it('an endpoint change during a negotiation still runs it again afterwards', async () => {
+    const { low, high } = await pair({})
+    low.service?.events.emit('member:up', high.record)
+    const moved = { ...high.record, endpoints: [{ address: '198.51.100.7', port: 51820, source: 'observed' as const }] }
+    low.service?.events.emit('member:updated', moved, high.record)
+    await pollUntil(() => (low.committed.length === 2 ? true : undefined), { deadlineMs: 5_000, what: 'a second negotiation for the new endpoints' })
+    expect(low.opened).toBe(2)
   })
 })
