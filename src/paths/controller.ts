@@ -168,11 +168,18 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     deps.probes.setRelayCandidates(candidates)
   }
 
+  let topologyKey = ''
   const controller: PathController = {
     setTopology(links, nextDestinations) {
+      // The agent calls this after every pass, most of which (a member's record refreshed) change nothing here;
+      // a change re-decides every destination and re-ranks every relay.
+      const sorted = [...nextDestinations].sort()
+      const key = `${links.map((link) => `${link.peerId} ${link.local4} ${link.peer4}`).join(',')};${sorted.join(',')}`
+      if (key === topologyKey) return
+      topologyKey = key
       deps.probes.setLinks(links)
       topologyChanged = true
-      destinations = [...nextDestinations].sort()
+      destinations = sorted
       const keep = new Set(destinations)
       for (const destination of states.keys()) if (!keep.has(destination)) states.delete(destination)
       for (const destination of decidedFrom.keys()) if (!keep.has(destination)) decidedFrom.delete(destination)

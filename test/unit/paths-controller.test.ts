@@ -208,6 +208,18 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
+    it('the same topology again (a pass after a record refresh) neither re-decides nor touches the prober', () => {
+      const r = rig()
+      r.fire()
+      const before = r.snapshots()
+      const setLinksCalls = r.probes.state.links.length
+      r.controller.setTopology([], ['c', 'b'])
+      r.fire()
+      expect(r.snapshots()).toBe(before)
+      expect(r.probes.state.links).toHaveLength(setLinksCalls)
+      r.abort.abort()
+    })
+
     it('re-decides at least every maxSkipMs as a backstop', () => {
       const r = rig({ maxSkipMs: 1_000 })
       r.fire()
