@@ -187,11 +187,12 @@ const OWN_ADDRESS_TTL_MS = 30 * 24 * 3600 * 1000
  */
 const CONNECTION_PING_INTERVAL_MS = 5 * 60_000
 const TCP_KEEPALIVE_IDLE_MS = 30_000
-/** Longer than the ping interval, so a live but quiet connection is never closed for idleness (libp2p's default: 2 min). */
-const TCP_INACTIVITY_TIMEOUT_MS = 3 * CONNECTION_PING_INTERVAL_MS
 
 export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
   const { identity, network } = components
+  const pingIntervalMs = init.connectionPingIntervalMs ?? CONNECTION_PING_INTERVAL_MS
+  /** Longer than the ping interval, so a live but quiet connection is never closed for idleness (libp2p's default: 2 min). */
+  const inactivityTimeoutMs = 3 * pingIntervalMs
   const log = components.logger.child({ component: 'membership-node' })
   const topic = recordsTopic(network.id)
   const handlers = new Map<string, ProtocolHandler>()
@@ -359,8 +360,8 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         tcp({
           dialOpts: { keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_IDLE_MS },
           listenOpts: { keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_IDLE_MS },
-          inboundSocketInactivityTimeout: Math.max(TCP_INACTIVITY_TIMEOUT_MS, 3 * (init.connectionPingIntervalMs ?? 0)),
-          outboundSocketInactivityTimeout: Math.max(TCP_INACTIVITY_TIMEOUT_MS, 3 * (init.connectionPingIntervalMs ?? 0)),
+          inboundSocketInactivityTimeout: inactivityTimeoutMs,
+          outboundSocketInactivityTimeout: inactivityTimeoutMs,
         }),
         circuitRelayTransport(),
       ],
@@ -376,7 +377,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
       // libp2p pings every connection every 10 s by default: in a mesh that is a stream per peer and direction each
       // time, with yamux's keepalive the larger part of an idle agent's libp2p traffic (issue 5). TCP keepalive finds
       // an idle connection to a vanished host in ~40 s; members' liveness is the prober's job, not this.
-      connectionMonitor: { pingInterval: init.connectionPingIntervalMs ?? CONNECTION_PING_INTERVAL_MS },
+      connectionMonitor: { pingInterval: pingIntervalMs },
       peerDiscovery: discovery,
       services,
     })

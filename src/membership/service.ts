@@ -124,7 +124,7 @@ export interface MembershipService {
   evict(nodeId: NodeId, reason: string, options: SignalOptions): Promise<void>
   /** An address of this host as a peer saw it (link negotiation reports these); used as an endpoint candidate. */
   noteObservedAddress(address: string): void
-  /** Gathers own endpoints again soon and publishes a record if they changed (e.g. the kernel reported an address change). */
+  /** Gathers own endpoints again now (after the one running, if any) and publishes a record if they changed (e.g. the kernel reported an address change). */
   checkEndpointsSoon(): void
   /** Judges one signed object as if it came from the network (used by tests and by the sync protocol). */
   receive(bytes: Uint8Array, source: RecordSource): Outcome
@@ -321,22 +321,23 @@ export function createMembershipService(init: MembershipServiceInit, components:
     if (key(gathered) !== key(current)) republishSoon('own endpoints changed')
   }
   /** One check at a time; a request during one runs it once more afterwards. */
-  let endpointCheck: { running: boolean; again: boolean } = { running: false, again: false }
+  let checkingEndpoints = false
+  let checkEndpointsAgain = false
   const runEndpointCheck = (): void => {
     if (phase !== 'running') return
-    if (endpointCheck.running) {
-      endpointCheck.again = true
+    if (checkingEndpoints) {
+      checkEndpointsAgain = true
       return
     }
-    const current = { running: true, again: false }
-    endpointCheck = current
+    checkingEndpoints = true
+    checkEndpointsAgain = false
     checkEndpoints()
       .catch((error: unknown) => {
         log.debug({ err: error instanceof Error ? error.message : 'unknown' }, 'could not gather own endpoints')
       })
       .finally(() => {
-        current.running = false
-        if (current.again) runEndpointCheck()
+        checkingEndpoints = false
+        if (checkEndpointsAgain) runEndpointCheck()
       })
   }
 
