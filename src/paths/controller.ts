@@ -1,12 +1,15 @@
 // The imperative shell around path selection: keeps each destination's state,
-// re-decides on a short tick and at once when the prober reports a link death,
-// tells the prober which relays to measure, and logs every change as one line.
+// re-decides when the prober's measurements move (at most once per `tickMs`)
+// and at once when it reports a link death, tells the prober which relays to
+// measure, and logs every change as one line.
 //
-// A tick re-decides only when something the decision depends on may have
-// moved: the prober's measurements (its version), the topology, or the clock
-// while a switch is being held (the hold is the one input that is time);
-// otherwise it costs one comparison (idle CPU, issue 5). A full pass still
-// runs at least every `maxSkipMs`, as a backstop.
+// Decisions follow the prober's version-change notices rather than a fixed
+// tick: a notice comes in the wakeup of the probe packet or timeout that
+// caused it, so an idle agent wakes for no decision of its own (each wakeup
+// costs ~0.1 ms of CPU here; the 250 ms tick was 4 of an idle 3-peer agent's
+// ~15 wakeups a second, issue 5). Only a held switch (its end is a matter of
+// time) keeps a tickMs timer running, and a full pass still runs at least
+// every `maxSkipMs`, as a backstop.
 
 import type { Logger } from '../logging/logger.js'
 import type { LinkStats, ProbeChangeEvent, ProbeLink, ProbeSnapshot, RelayedStats } from '../probe/types.js'
@@ -18,8 +21,10 @@ export interface ProbeSource {
   setLinks(links: ProbeLink[]): void
   setRelayCandidates(candidates: Map<string, string[]>): void
   snapshot(): ProbeSnapshot
-  /** Moves whenever a snapshot's path measurements may have changed (ProbeService.version); without it every tick re-decides. */
+  /** Moves whenever a snapshot's path measurements may have changed (ProbeService.version). */
   version?(): number
+  /** Called (in a microtask) after version() moved; without it the controller re-decides every tick. */
+  onVersionChange?(listener: () => void): () => void
   onChange(listener: (event: ProbeChangeEvent) => void): () => void
 }
 
@@ -38,8 +43,9 @@ export interface PathControllerOptions {
   policy?: PathPolicy
   /** Relays probed per destination (plus the one in use). */
   maxRelaysPerDestination?: number
+  /** The shortest time between two decisions on measurements, and the re-decision interval while a switch is held. */
   tickMs?: number
-  /** A tick re-decides at least this often even when nothing seems to have changed (default DEFAULT_MAX_SKIP_MS). */
+  /** A full pass runs at least this often even when nothing seems to have changed (default DEFAULT_MAX_SKIP_MS). */
   maxSkipMs?: number
 }
 
@@ -51,19 +57,21 @@ export interface PathControllerDeps {
   onPathsChanged: () => void
   /** The RTT a member reports (gossiped in its record) for its own link to a destination. */
   reportedRttMs?: (relay: string, destination: string) => number | undefined
-  /** The tick's timer; default the global setInterval. */
-  timers?: IntervalTimers
+  /** The decision timer; default the global setTimeout. */
+  timers?: TimeoutTimers
+  /** A monotonic clock in ms for spacing decisions; default performance.now. */
+  elapsed?: () => number
 }
 
-export interface IntervalTimers {
-  setInterval(callback: () => void, ms: number): unknown
-  clearInterval(handle: unknown): void
+export interface TimeoutTimers {
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
 }
 
-const realIntervals: IntervalTimers = {
-  setInterval: (callback, ms) => setInterval(callback, ms),
-  clearInterval: (handle) => {
-    clearInterval(handle as ReturnType<typeof setInterval>)
+const realTimeouts: TimeoutTimers = {
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => {
+    clearTimeout(handle as ReturnType<typeof setTimeout>)
   },
 }
 
@@ -101,8 +109,6 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   let lastRelayKey = ''
   let lastRelayCandidates: ReadonlyMap<string, readonly string[]> = new Map()
   const maxSkipMs = options.maxSkipMs ?? DEFAULT_MAX_SKIP_MS
-  /** The prober's version the last evaluation saw (undefined: none yet, or a prober without versions). */
-  let evaluatedVersion: number | undefined
   /** Destinations or links changed since the last evaluation. */
   let topologyChanged = true
   /** A switch is being held: the next decision depends on the clock alone. */
@@ -169,6 +175,8 @@ export function createPathController(options: PathControllerOptions, deps: PathC
   }
 
   let topologyKey = ''
+  /** Set by start(): asks for a decision as soon as the spacing allows. */
+  let requestDecision = (): void => undefined
   const controller: PathController = {
     setTopology(links, nextDestinations) {
       // The agent calls this after every pass, most of which (a member's record refreshed) change nothing here;
@@ -183,11 +191,10 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const keep = new Set(destinations)
       for (const destination of states.keys()) if (!keep.has(destination)) states.delete(destination)
       for (const destination of decidedFrom.keys()) if (!keep.has(destination)) decidedFrom.delete(destination)
+      requestDecision()
     },
 
     evaluate() {
-      // Read before the snapshot, so a change made while evaluating (new relay candidates) is seen at the next tick.
-      const version = deps.probes.version?.()
       const snapshot = deps.probes.snapshot()
       const now = deps.now()
       updateRelayCandidates(snapshot, now, topologyChanged || pathsChangedLastTime)
@@ -210,7 +217,6 @@ export function createPathController(options: PathControllerOptions, deps: PathC
           'path changed',
         )
       }
-      evaluatedVersion = version
       topologyChanged = false
       pathsChangedLastTime = changed
       return changed
@@ -237,34 +243,52 @@ export function createPathController(options: PathControllerOptions, deps: PathC
     },
 
     start(signal) {
-      const timers = deps.timers ?? realIntervals
+      const timers = deps.timers ?? realTimeouts
+      const elapsed = deps.elapsed ?? (() => performance.now())
       const tickMs = options.tickMs ?? DEFAULT_TICK_MS
-      // Counted in ticks rather than read off the wall clock, which may step.
-      const maxSkips = Math.max(0, Math.ceil(maxSkipMs / tickMs) - 1)
-      let skipped = 0
+      // Without version notices the measurements are polled: every tick decides.
+      const polled = deps.probes.onVersionChange === undefined
+      let timer: unknown
+      let lastRunAt = Number.NEGATIVE_INFINITY
+      /** Something a decision reads has moved since the last one. */
+      let due = true
+      const arm = (ms: number): void => {
+        if (timer !== undefined) timers.clearTimeout(timer)
+        timer = timers.setTimeout(() => {
+          timer = undefined
+          run()
+        }, Math.max(0, ms))
+      }
       const run = (): void => {
         if (signal.aborted) return
-        skipped = 0
+        lastRunAt = elapsed()
+        due = false
         if (controller.evaluate()) deps.onPathsChanged()
+        // A held switch ends on the clock alone; otherwise the next decision waits for news, or the backstop.
+        arm(holding || polled ? tickMs : maxSkipMs)
       }
-      const tick = (): void => {
-        const unchanged = evaluatedVersion !== undefined && !topologyChanged && !holding && deps.probes.version?.() === evaluatedVersion
-        if (unchanged && skipped < maxSkips) {
-          skipped++
-          return
-        }
-        run()
+      const onNews = (): void => {
+        if (signal.aborted || due) return
+        due = true
+        const waitMs = lastRunAt + tickMs - elapsed()
+        if (waitMs <= 0) run()
+        else arm(waitMs)
       }
-      const timer = timers.setInterval(tick, tickMs)
-      // A death moves traffic at once rather than at the next tick.
+      requestDecision = onNews
+      const unsubscribeVersion = deps.probes.onVersionChange?.(onNews)
+      // A death moves traffic at once, however recent the last decision.
       const unsubscribe = deps.probes.onChange((event) => {
         if (event.kind === 'link-dead') run()
       })
+      arm(0)
       signal.addEventListener(
         'abort',
         () => {
-          timers.clearInterval(timer)
+          if (timer !== undefined) timers.clearTimeout(timer)
+          timer = undefined
+          requestDecision = () => undefined
           unsubscribe()
+          unsubscribeVersion?.()
         },
         { once: true },
       )

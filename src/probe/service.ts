@@ -176,8 +176,23 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
   let idleLinks = { count: 0, at: Number.NEGATIVE_INFINITY }
   /** See ProbeService.version: bumped by every change to an estimator, a return leg or the sets of links and relays. */
   let version = 0
+  const versionListeners = new Set<() => void>()
+  let versionNoticeQueued = false
+  const noticeVersion = (): void => {
+    versionNoticeQueued = false
+    for (const listener of versionListeners) {
+      try {
+        listener()
+      } catch (error) {
+        logger.error({ err: error }, 'probe version listener threw')
+      }
+    }
+  }
   const changed = (): void => {
     version++
+    if (versionNoticeQueued || versionListeners.size === 0) return
+    versionNoticeQueued = true
+    queueMicrotask(noticeVersion)
   }
   let snapshotCache: { version: number; snapshot: ProbeSnapshot } | undefined
 
@@ -733,6 +748,13 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       listeners.add(listener)
       return () => {
         listeners.delete(listener)
+      }
+    },
+
+    onVersionChange(listener) {
+      versionListeners.add(listener)
+      return () => {
+        versionListeners.delete(listener)
       }
     },
 

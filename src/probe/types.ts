@@ -163,6 +163,11 @@ export interface ProbeService {
   reportedPath(peerId: string): { via: string | null } | undefined
   /** Fires synchronously on liveness transitions; returns an unsubscribe function. */
   onChange(listener: (event: ProbeChangeEvent) => void): () => void
+  /**
+   * Fires once after version() moved, in a microtask (so one packet's several changes are one call); returns an
+   * unsubscribe function. The path controller decides on it instead of polling the version.
+   */
+  onVersionChange(listener: () => void): () => void
   /** `meshd ping <peer>`: direct and through each candidate relay, RTT per path. */
   ping(peerId: string, options: PingOptions): Promise<PingResult>
   close(): Promise<void>

@@ -4,7 +4,7 @@
 // libp2p listen address. Shared by the e2e tests and bench/agent.bench.ts.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Netns } from './netns.js'
@@ -110,7 +110,10 @@ export function startAgent(host: AgentHost, args: readonly string[], options: { 
     ['netns', 'exec', host.ns.name, node, MESHD_BIN, ...args, ...(args[0] === 'agent' ? [] : ['--foreground']), '--state-dir', host.stateDir, '--socket', host.socket, '--listen', listen],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHD_LOG_LEVEL: process.env.MESHD_TEST_LOG ?? 'info' } },
   )
+  // MESHD_TEST_AGENT_LOG_DIR=<dir>: every agent's whole output also goes to <dir>/<host>.log (the in-memory copy is cut).
+  const logDir = process.env.MESHD_TEST_AGENT_LOG_DIR
   const keep = (chunk: Buffer): void => {
+    if (logDir !== undefined) appendFileSync(join(logDir, `${host.name}.log`), chunk)
     host.log.push(chunk.toString('utf8'))
     if (host.log.length > 2000) host.log.splice(0, 1000)
   }

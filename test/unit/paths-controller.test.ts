@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/logging/logger.js'
-import { createPathController, RELAY_RECHOOSE_MS, type IntervalTimers, type ProbeSource } from '../../src/paths/controller.js'
+import { createPathController, RELAY_RECHOOSE_MS, type ProbeSource, type TimeoutTimers } from '../../src/paths/controller.js'
 import type { LinkStats, ProbeChangeEvent, RelayedStats } from '../../src/probe/types.js'
 
 function fakeProbes() {
@@ -104,12 +104,16 @@ describe('path controller', () => {
     expect(controller.choices().size).toBe(0)
   })
 
-  describe('ticks (injected timer, versioned fake prober)', () => {
-    /** A prober whose version the test moves, counting snapshots (one per selection run), and a timer the test fires. */
-    function rig(options: { maxSkipMs?: number } = {}) {
+  describe('decisions on prober news (injected timer and clock, versioned fake prober)', () => {
+    /**
+     * A prober whose version and notices the test drives, counting snapshots (one per decision), and a fake
+     * single-slot timer: the controller keeps at most one timer armed.
+     */
+    function rig(options: { maxSkipMs?: number; notices?: boolean } = {}) {
       const probes = fakeProbes()
       let version = 0
       let snapshots = 0
+      const noticeListeners = new Set<() => void>()
       const source: ProbeSource = {
         ...probes.source,
         snapshot: () => {
@@ -117,74 +121,128 @@ describe('path controller', () => {
           return probes.state.snapshot
         },
         version: () => version,
-      }
-      let tick: (() => void) | undefined
-      let cleared = false
-      const timers: IntervalTimers = {
-        setInterval: (callback) => {
-          tick = callback
-          return 1
-        },
-        clearInterval: () => {
-          cleared = true
-        },
+        ...(options.notices === false
+          ? {}
+          : {
+              onVersionChange: (listener: () => void) => {
+                noticeListeners.add(listener)
+                return () => noticeListeners.delete(listener)
+              },
+            }),
       }
       const clock = { now: 0 }
+      let armed: { callback: () => void; at: number } | undefined
+      let timersSet = 0
+      const timers: TimeoutTimers = {
+        setTimeout: (callback, ms) => {
+          timersSet++
+          armed = { callback, at: clock.now + ms }
+          return armed
+        },
+        clearTimeout: (handle) => {
+          if (handle === armed) armed = undefined
+        },
+      }
+      /** Moves the clock in 10 ms steps, firing the armed timer when it is due. */
+      const advance = (ms: number): void => {
+        const until = clock.now + ms
+        while (clock.now < until) {
+          clock.now = Math.min(until, clock.now + 10)
+          const due = armed
+          if (due !== undefined && due.at <= clock.now) {
+            armed = undefined
+            due.callback()
+          }
+        }
+      }
       let replans = 0
-      const controller = createPathController({ tickMs: 250, ...options }, { probes: source, logger: createLogger({ level: 'silent' }), now: () => clock.now, onPathsChanged: () => replans++, timers })
+      const controller = createPathController(
+        { tickMs: 250, ...options },
+        { probes: source, logger: createLogger({ level: 'silent' }), now: () => clock.now, elapsed: () => clock.now, onPathsChanged: () => replans++, timers },
+      )
       const abort = new AbortController()
       controller.setTopology([], ['b', 'c'])
       probes.state.snapshot.links.set('b', link('b', 20))
       probes.state.snapshot.links.set('c', link('c', 85))
       controller.start(abort.signal)
-      const fire = (times = 1): void => {
-        for (let i = 0; i < times; i++) {
-          clock.now += 250
-          tick?.()
-        }
+      /** A measurement moved: the version, then the notice (the prober sends it in a microtask). */
+      const news = (): void => {
+        version++
+        for (const listener of noticeListeners) listener()
       }
       return {
         probes,
         controller,
         abort,
-        clock,
-        fire,
-        bump: () => version++,
+        advance,
+        news,
         snapshots: () => snapshots,
         replans: () => replans,
-        cleared: () => cleared,
+        armed: () => armed,
+        timersSet: () => timersSet,
+        noticeListeners,
       }
     }
 
-    it('a tick with nothing new does not re-run selection; a changed measurement does, and moves traffic', () => {
+    it('decides once at start, then not again without news, not even on a timer', () => {
       const r = rig()
-      r.fire()
+      r.advance(0)
+      r.advance(10)
+      expect(r.snapshots()).toBe(1)
+      const timers = r.timersSet()
+      r.advance(4_000)
+      expect(r.snapshots()).toBe(1)
+      // Idle: no timer was set again (the backstop, armed after the first decision, is the only one).
+      expect(r.timersSet()).toBe(timers)
+      r.abort.abort()
+    })
+
+    it('news decides in the same turn when the last decision is tickMs old, and a better relay takes over after the hold', () => {
+      const r = rig()
+      r.advance(300)
       const first = r.snapshots()
-      expect(first).toBe(1)
-      r.fire(5)
-      expect(r.snapshots()).toBe(first)
-      // C gets a relay 50 ms faster forward: the version moves, the next tick decides, and the hold starts.
+      // C gets a relay 50 ms faster forward.
       r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
-      r.bump()
-      r.fire()
+      r.news()
       expect(r.snapshots()).toBe(first + 1)
       expect(r.controller.choices().get('c')).toEqual({ via: null })
-      // While the switch is held, every tick decides even though nothing is measured anew, so the hold ends on time.
-      r.fire(16)
+      // While the switch is held, it re-decides every tick with no news, so the hold ends on time.
+      r.advance(4_100)
       expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
       expect(r.replans()).toBe(1)
       const afterSwitch = r.snapshots()
-      r.fire(3)
+      r.advance(1_000)
       expect(r.snapshots()).toBe(afterSwitch)
       r.abort.abort()
-      expect(r.cleared()).toBe(true)
     })
 
-    it('a link death re-decides at once, without waiting for a tick', () => {
+    it('news within tickMs of the last decision waits out the rest of tickMs, and any number of notices make one decision', () => {
+      const r = rig()
+      r.advance(300)
+      r.news()
+      const afterFirst = r.snapshots()
+      r.advance(100)
+      r.news()
+      r.news()
+      r.news()
+      expect(r.snapshots()).toBe(afterFirst)
+      r.advance(140)
+      expect(r.snapshots()).toBe(afterFirst)
+      r.advance(20)
+      expect(r.snapshots()).toBe(afterFirst + 1)
+      r.advance(1_000)
+      expect(r.snapshots()).toBe(afterFirst + 1)
+      r.abort.abort()
+    })
+
+    it('a link death re-decides at once, however recent the last decision', () => {
       const r = rig()
       r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
-      r.fire(20)
+      r.advance(0)
+      r.news()
+      r.advance(4_500)
       expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
+      r.news()
       const before = r.snapshots()
       r.probes.state.snapshot.links.set('b', link('b', 20, false))
       r.probes.emit({ kind: 'link-dead', peerId: 'b' })
@@ -194,63 +252,60 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
-    it('a topology change re-decides at the next tick', () => {
+    it('a topology change decides without prober news', () => {
       const r = rig()
-      r.fire()
+      r.advance(300)
       const before = r.snapshots()
       r.probes.state.snapshot.links.set('d', link('d', 10))
       r.controller.setTopology([], ['b', 'c', 'd'])
-      r.fire()
       expect(r.snapshots()).toBe(before + 1)
       expect(r.controller.choices().has('d')).toBe(true)
-      r.fire(3)
+      r.advance(1_000)
       expect(r.snapshots()).toBe(before + 1)
       r.abort.abort()
     })
 
-    it('the same topology again (a pass after a record refresh) neither re-decides nor touches the prober', () => {
+    it('the same topology again (a pass after a record refresh) neither decides nor touches the prober', () => {
       const r = rig()
-      r.fire()
+      r.advance(300)
       const before = r.snapshots()
       const setLinksCalls = r.probes.state.links.length
       r.controller.setTopology([], ['c', 'b'])
-      r.fire()
+      r.advance(300)
       expect(r.snapshots()).toBe(before)
       expect(r.probes.state.links).toHaveLength(setLinksCalls)
       r.abort.abort()
     })
 
-    it('re-decides at least every maxSkipMs as a backstop', () => {
+    it('decides at least every maxSkipMs as a backstop', () => {
       const r = rig({ maxSkipMs: 1_000 })
-      r.fire()
+      r.advance(10)
       expect(r.snapshots()).toBe(1)
-      r.fire(3)
+      r.advance(900)
       expect(r.snapshots()).toBe(1)
-      r.fire()
+      r.advance(200)
       expect(r.snapshots()).toBe(2)
       r.abort.abort()
     })
 
-    it('a prober without versions is read on every tick', () => {
-      const probes = fakeProbes()
-      let snapshots = 0
-      let tick: (() => void) | undefined
-      const controller = createPathController(
-        {},
-        {
-          probes: { ...probes.source, snapshot: () => (snapshots++, probes.state.snapshot) },
-          logger: createLogger({ level: 'silent' }),
-          now: () => 0,
-          onPathsChanged: () => undefined,
-          timers: { setInterval: (callback) => ((tick = callback), 1), clearInterval: () => undefined },
-        },
-      )
-      controller.setTopology([], ['b'])
-      const abort = new AbortController()
-      controller.start(abort.signal)
-      for (let i = 0; i < 3; i++) tick?.()
-      expect(snapshots).toBe(3)
-      abort.abort()
+    it('a prober without version notices is read every tick', () => {
+      const r = rig({ notices: false })
+      r.advance(10)
+      r.advance(750)
+      expect(r.snapshots()).toBe(4)
+      r.abort.abort()
+    })
+
+    it('stopping clears the timer and stops listening', () => {
+      const r = rig()
+      r.advance(10)
+      expect(r.armed()).toBeDefined()
+      r.abort.abort()
+      expect(r.armed()).toBeUndefined()
+      expect(r.noticeListeners.size).toBe(0)
+      r.news()
+      r.advance(10_000)
+      expect(r.snapshots()).toBe(1)
     })
   })
 })

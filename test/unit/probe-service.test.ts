@@ -172,6 +172,36 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('sends one version notice per turn in which the version moved, and none while it stays put', async () => {
+    const { services, controller } = scenario()
+    const a = services.a
+    const noticed: number[] = []
+    const stop = a.onVersionChange(() => noticed.push(a.version()))
+    let moves = 0
+    let last = a.version()
+    for (let waited = 0; waited < 5_000; waited += 10) {
+      await vi.advanceTimersByTimeAsync(10)
+      if (a.version() !== last) moves++
+      last = a.version()
+    }
+    expect(moves).toBeGreaterThan(5)
+    // Coalesced: never more notices than moves, each saw a new version, and the last one saw the current one.
+    expect(noticed.length).toBeGreaterThan(0)
+    expect(noticed.length).toBeLessThanOrEqual(moves)
+    expect(new Set(noticed).size).toBe(noticed.length)
+    expect(noticed.at(-1)).toBe(a.version())
+    // A setter that moves the version several times in one turn notifies once.
+    const before = noticed.length
+    a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    a.setActive(ids.c, true)
+    await Promise.resolve()
+    expect(noticed.length).toBe(before + 1)
+    stop()
+    await vi.advanceTimersByTimeAsync(3_000)
+    expect(noticed.length).toBe(before + 1)
+    controller.abort()
+  })
+
   it('version moves whenever what a snapshot says about a path changes, and stays put between probe outcomes', async () => {
     const { network, services, controller } = scenario()
     const a = services.a
