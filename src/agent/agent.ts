@@ -41,7 +41,7 @@ import { chooseEndpoint, endpointChangeDue, type Endpoint, type EndpointAttempt 
 import { planMesh, type PeerLink } from '../planner/mesh.js'
 import { DEFAULT_UNDERLAY_MTU, MAIN_TABLE, underlayMtuTowards } from '../planner/underlay-mtu.js'
 import { createPathController, type PathController } from '../paths/controller.js'
-import { createProbeService, type ProbeService } from '../probe/service.js'
+import { createProbeService, type ProbeChangeEvent, type ProbeService } from '../probe/service.js'
 import { classifyControl, emptyPairLinkDialState, libp2pPortOf, overPairLink, pairLinkDials, type PairLinkDialState } from './control-route.js'
 import { createLinkMonitor, isFresh, type LinkMonitor, type LinkMonitorChange } from './link-monitor.js'
 import { bootstrapAddressesOf, loadStoredLinks, startLinkStore, type LinkStoreWriter } from './link-store.js'
@@ -492,7 +492,7 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
   }
 
   /** A pair link the prober holds dead cannot carry libp2p either: close that connection, so streams go direct or through a relay. */
-  const onProbeChange = (event: { kind: 'link-dead' | 'link-alive'; peerId: string }): void => {
+  const onProbeChange = (event: ProbeChangeEvent): void => {
     if (event.kind !== 'link-dead' || !node?.isStarted) return
     const peer4 = plannedLinks.find((link) => link.peerId === event.peerId)?.peer4
     const signal = lifecycle?.signal

@@ -1,5 +1,5 @@
 // The imperative shell around path selection: keeps each destination's state,
-// re-decides when the prober's measurements move (at most once per `tickMs`)
+// re-decides when the prober's measurements move (at most once per `newsMs`)
 // and at once when it reports a link death, tells the prober which relays to
 // measure, and logs every change as one line.
 //
@@ -7,9 +7,11 @@
 // tick: a notice comes in the wakeup of the probe packet or timeout that
 // caused it, so an idle agent wakes for no decision of its own (each wakeup
 // costs ~0.1 ms of CPU here; the 250 ms tick was 4 of an idle 3-peer agent's
-// ~15 wakeups a second, issue 5). Only a held switch (its end is a matter of
-// time) keeps a tickMs timer running, and a full pass still runs at least
-// every `maxSkipMs`, as a backstop.
+// ~15 wakeups a second, issue 5). News is decided at most every `newsMs`: a
+// better path waits out a 4 s hold anyway, and a dying one is reported as an
+// event (a direct link's or a relayed path's death) and decided at once.
+// Only a held switch (its end is a matter of time) keeps a `tickMs` timer
+// running, and a full pass still runs at least every `maxSkipMs`.
 
 import type { Logger } from '../logging/logger.js'
 import type { LinkStats, ProbeChangeEvent, ProbeLink, ProbeSnapshot, RelayedStats } from '../probe/types.js'
@@ -43,8 +45,10 @@ export interface PathControllerOptions {
   policy?: PathPolicy
   /** Relays probed per destination (plus the one in use). */
   maxRelaysPerDestination?: number
-  /** The shortest time between two decisions on measurements, and the re-decision interval while a switch is held. */
+  /** Re-decision interval while a switch is held. */
   tickMs?: number
+  /** The shortest time between two decisions on prober news (default DEFAULT_NEWS_MS); deaths do not wait. */
+  newsMs?: number
   /** A full pass runs at least this often even when nothing seems to have changed (default DEFAULT_MAX_SKIP_MS). */
   maxSkipMs?: number
 }
@@ -89,6 +93,7 @@ export interface PathController {
 
 export const DEFAULT_MAX_RELAYS = 3
 export const DEFAULT_TICK_MS = 250
+export const DEFAULT_NEWS_MS = 1_000
 export const DEFAULT_MAX_SKIP_MS = 5_000
 /** Relay candidates are re-ranked at least this often while nothing else asks for it. */
 export const RELAY_RECHOOSE_MS = 5_000
@@ -246,6 +251,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const timers = deps.timers ?? realTimeouts
       const elapsed = deps.elapsed ?? (() => performance.now())
       const tickMs = options.tickMs ?? DEFAULT_TICK_MS
+      const newsMs = options.newsMs ?? DEFAULT_NEWS_MS
       // Without version notices the measurements are polled: every tick decides.
       const polled = deps.probes.onVersionChange === undefined
       let timer: unknown
@@ -270,7 +276,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const onNews = (): void => {
         if (signal.aborted || due) return
         due = true
-        const waitMs = lastRunAt + tickMs - elapsed()
+        const waitMs = lastRunAt + newsMs - elapsed()
         if (waitMs <= 0) run()
         else arm(waitMs)
       }
@@ -278,7 +284,7 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const unsubscribeVersion = deps.probes.onVersionChange?.(onNews)
       // A death moves traffic at once, however recent the last decision.
       const unsubscribe = deps.probes.onChange((event) => {
-        if (event.kind === 'link-dead') run()
+        if (event.kind === 'link-dead' || event.kind === 'relayed-dead') run()
       })
       arm(0)
       signal.addEventListener(

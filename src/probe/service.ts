@@ -457,6 +457,8 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       relayEntry.estimator = step.estimator
       changed()
       if (step.transition) logger.info({ destination: target.destination, relay: target.relay, returnLeg: relayEntry.returnLeg, alive: step.transition === 'alive' }, 'probe: relayed path liveness changed')
+      // Traffic may be going this way: the path controller moves it at once rather than with its next decision.
+      if (step.transition === 'dead') emit({ kind: 'relayed-dead', peerId: target.destination, relay: target.relay })
     }
   }
 

@@ -61,10 +61,8 @@ export interface ProbeSnapshot {
   readonly relayed: ReadonlyMap<string, ReadonlyMap<string, RelayedStats>>
 }
 
-export interface ProbeChangeEvent {
-  kind: 'link-dead' | 'link-alive'
-  peerId: string
-}
+/** A direct link's liveness changed, or a relayed path to `peerId` (through `relay`) stopped answering. */
+export type ProbeChangeEvent = { kind: 'link-dead' | 'link-alive'; peerId: string } | { kind: 'relayed-dead'; peerId: string; relay: string }
 
 /** One path measured by `ping`: direct (`via: null`) or through a relay. */
 export interface PingPath {
@@ -161,7 +159,7 @@ export interface ProbeService {
   probeBytes(): ReadonlyMap<string, { tx: number; rx: number; inner: number }>
   /** The forward path the peer last reported it uses towards us (from its echo replies); undefined until it has. */
   reportedPath(peerId: string): { via: string | null } | undefined
-  /** Fires synchronously on liveness transitions; returns an unsubscribe function. */
+  /** Fires synchronously on liveness transitions (direct links both ways, relayed paths dying); returns an unsubscribe function. */
   onChange(listener: (event: ProbeChangeEvent) => void): () => void
   /**
    * Fires once after version() moved, in a microtask (so one packet's several changes are one call); returns an

@@ -157,7 +157,7 @@ describe('path controller', () => {
       }
       let replans = 0
       const controller = createPathController(
-        { tickMs: 250, ...options },
+        { tickMs: 250, newsMs: 1_000, ...options },
         { probes: source, logger: createLogger({ level: 'silent' }), now: () => clock.now, elapsed: () => clock.now, onPathsChanged: () => replans++, timers },
       )
       const abort = new AbortController()
@@ -197,9 +197,9 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
-    it('news decides in the same turn when the last decision is tickMs old, and a better relay takes over after the hold', () => {
+    it('news decides in the same turn when the last decision is newsMs old, and a better relay takes over after the hold', () => {
       const r = rig()
-      r.advance(300)
+      r.advance(1_100)
       const first = r.snapshots()
       // C gets a relay 50 ms faster forward.
       r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
@@ -216,21 +216,21 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
-    it('news within tickMs of the last decision waits out the rest of tickMs, and any number of notices make one decision', () => {
+    it('news within newsMs of the last decision waits out the rest of newsMs, and any number of notices make one decision', () => {
       const r = rig()
-      r.advance(300)
+      r.advance(1_100)
       r.news()
       const afterFirst = r.snapshots()
-      r.advance(100)
+      r.advance(300)
       r.news()
       r.news()
       r.news()
       expect(r.snapshots()).toBe(afterFirst)
-      r.advance(140)
+      r.advance(680)
       expect(r.snapshots()).toBe(afterFirst)
       r.advance(20)
       expect(r.snapshots()).toBe(afterFirst + 1)
-      r.advance(1_000)
+      r.advance(3_000)
       expect(r.snapshots()).toBe(afterFirst + 1)
       r.abort.abort()
     })
@@ -252,9 +252,25 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
+    it('a relayed path dying re-decides at once: traffic through that relay goes back direct', () => {
+      const r = rig()
+      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
+      r.advance(0)
+      r.news()
+      r.advance(4_500)
+      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
+      r.news()
+      const before = r.snapshots()
+      r.probes.state.snapshot.relayed.set('c', new Map([['b', { ...relayed('c', 'b', 35), alive: false, lossPct: 100 }]]))
+      r.probes.emit({ kind: 'relayed-dead', peerId: 'c', relay: 'b' })
+      expect(r.snapshots()).toBe(before + 1)
+      expect(r.controller.choices().get('c')).toEqual({ via: null })
+      r.abort.abort()
+    })
+
     it('a topology change decides without prober news', () => {
       const r = rig()
-      r.advance(300)
+      r.advance(1_100)
       const before = r.snapshots()
       r.probes.state.snapshot.links.set('d', link('d', 10))
       r.controller.setTopology([], ['b', 'c', 'd'])
@@ -267,7 +283,7 @@ describe('path controller', () => {
 
     it('the same topology again (a pass after a record refresh) neither decides nor touches the prober', () => {
       const r = rig()
-      r.advance(300)
+      r.advance(1_100)
       const before = r.snapshots()
       const setLinksCalls = r.probes.state.links.length
       r.controller.setTopology([], ['c', 'b'])

@@ -315,6 +315,19 @@ describe('probe service (fake network, fake clock)', () => {
     controller.abort()
   })
 
+  it('reports a relayed path whose far leg stops answering as an event (the path controller moves traffic off it at once)', async () => {
+    const { network, services, events, controller } = scenario()
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    services.a.setActive(ids.c, true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(services.a.snapshot().relayed.get(ids.c)?.get(ids.b)?.alive).toBe(true)
+    events.length = 0
+    network.cut('b', 'c')
+    await pollUntilFake(() => services.a.snapshot().relayed.get(ids.c)?.get(ids.b)?.alive === false, 10_000)
+    expect(events).toEqual([{ kind: 'relayed-dead', peerId: ids.c, relay: ids.b }])
+    controller.abort()
+  })
+
   it('ping reports every path with its RTT', async () => {
     const { services, controller } = scenario()
     services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
