@@ -7,7 +7,7 @@
 // CPU per dump, 51 µs per read of the file (issue 5, idle CPU at 20 peers).
 // Without /proc (a hardened container), the dump is the fallback.
 
-import { readFileSync } from 'node:fs'
+import { closeSync, openSync, readSync } from 'node:fs'
 import type { CallOptions, RtnetlinkPort } from './port.js'
 import type { LinkCounters } from './types.js'
 
@@ -42,16 +42,51 @@ export interface LinkCounterReader {
   read(options: CallOptions): Promise<LinkCounters[]>
   /** Where reads come from now: 'netlink' once /proc has failed (the netns test checks it stays 'proc'). */
   readonly source: 'proc' | 'netlink'
+  close(): void
+}
+
+/**
+ * A procfs file kept open and read from offset 0 each time (procfs regenerates the text on every read from 0):
+ * one pread per poll instead of open, statx, two reads and close, each a costly syscall on a virtual machine
+ * (issue 5, idle CPU). Synchronous: procfs text is generated in memory, and an async read is thread-pool round trips.
+ */
+export function createProcFileReader(path: string): { read(): string; close(): void } {
+  let fd: number | undefined
+  let buffer = Buffer.alloc(8192)
+  return {
+    read() {
+      fd ??= openSync(path, 'r')
+      let length = 0
+      for (;;) {
+        const got = readSync(fd, buffer, length, buffer.length - length, length)
+        if (got === 0) break
+        length += got
+        if (length === buffer.length) {
+          const grown = Buffer.alloc(buffer.length * 2)
+          buffer.copy(grown)
+          buffer = grown
+        }
+      }
+      return buffer.toString('latin1', 0, length)
+    },
+    close() {
+      if (fd !== undefined) closeSync(fd)
+      fd = undefined
+    },
+  }
 }
 
 /** Reads /proc/self/net/dev, or dumps links over rtnetlink once the file has failed to read. */
 export function createLinkCounterReader(deps: { rtnl: Pick<RtnetlinkPort, 'linkCounters'>; readProcFile?: () => string }): LinkCounterReader {
-  // Synchronous: procfs text is generated in memory, and the async read is four thread-pool round trips per poll.
-  const readProcFile = deps.readProcFile ?? (() => readFileSync(PROC_NET_DEV, 'latin1'))
+  const procFile = deps.readProcFile === undefined ? createProcFileReader(PROC_NET_DEV) : undefined
+  const readProcFile = deps.readProcFile ?? (() => procFile?.read() ?? '')
   let source: 'proc' | 'netlink' = 'proc'
   return {
     get source() {
       return source
+    },
+    close() {
+      procFile?.close()
     },
     async read(options) {
       options.signal.throwIfAborted()
@@ -63,6 +98,7 @@ export function createLinkCounterReader(deps: { rtnl: Pick<RtnetlinkPort, 'linkC
         } catch {
           // unreadable: fall back below, for good
         }
+        procFile?.close()
         source = 'netlink'
       }
       return deps.rtnl.linkCounters(options)

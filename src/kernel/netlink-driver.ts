@@ -95,8 +95,12 @@ async function run(command: Command): Promise<unknown> {
         return await rt.linkCounters(options)
       case 'procLinkCounters': {
         const reader = createLinkCounterReader({ rtnl: rt })
-        const counters = await reader.read(options)
-        return { source: reader.source, counters }
+        try {
+          const counters = await reader.read(options)
+          return { source: reader.source, counters }
+        } finally {
+          reader.close()
+        }
       }
       case 'linkList':
         return await rt.linkList(options)

@@ -53,13 +53,15 @@ export async function openKernelLayer(init: { wireguard: WireguardPreference; ti
   })
   const wireguard = capabilities.wireguard.backend === 'kernel' ? createKernelBackend({ genl }) : createUserspaceBackend({ logger: components.logger })
   const reconciler = createReconciler({ supportedKinds: capabilities.linkKinds }, { rtnl, wireguard, sysctl: createProcSysctl(), logger: components.logger })
+  const linkCounters = createLinkCounterReader({ rtnl })
   return {
     capabilities,
     reconciler,
     rtnl,
-    linkCounters: createLinkCounterReader({ rtnl }),
+    linkCounters,
     wireguard,
     async close() {
+      linkCounters.close()
       await wireguard.close()
       rtnl.close()
       genl.close()

@@ -1,5 +1,8 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { createLinkCounterReader, parseProcNetDev } from '../../src/kernel/link-counters.js'
+import { createLinkCounterReader, createProcFileReader, parseProcNetDev } from '../../src/kernel/link-counters.js'
 import type { LinkCounters } from '../../src/kernel/types.js'
 
 // Recorded from a namespace with a 15-character meshd link name (no space before its colon) and a veth.
@@ -95,5 +98,38 @@ describe('link counter reader', () => {
   it('refuses to start a read once aborted', async () => {
     const reader = createLinkCounterReader({ rtnl: { linkCounters: () => Promise.resolve(fromNetlink) }, readProcFile: () => RECORDED })
     await expect(reader.read({ signal: AbortSignal.abort() })).rejects.toThrow()
+  })
+
+  describe('a procfs file kept open', () => {
+    it('reads the whole file from the start every time, however long it has grown', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'meshd-procfile-'))
+      try {
+        const path = join(dir, 'dev')
+        writeFileSync(path, 'first\n')
+        const file = createProcFileReader(path)
+        expect(file.read()).toBe('first\n')
+        // Same inode rewritten in place, as procfs regenerates its text: longer than the first buffer.
+        const long = `${'x'.repeat(20_000)}\nend\n`
+        writeFileSync(path, long)
+        expect(file.read()).toBe(long)
+        writeFileSync(path, 'short\n')
+        expect(file.read()).toBe('short\n')
+        file.close()
+        file.close()
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+
+    it('gives what a fresh read of /proc/self/net/dev gives', () => {
+      const file = createProcFileReader('/proc/self/net/dev')
+      try {
+        const names = (text: string): string[] => parseProcNetDev(text).map((c) => c.name)
+        expect(names(file.read())).toContain('lo')
+        expect(names(file.read())).toEqual(names(readFileSync('/proc/self/net/dev', 'latin1')))
+      } finally {
+        file.close()
+      }
+    })
   })
 })
