@@ -61,7 +61,7 @@ export interface MembershipNodeInit {
     /** Reserve a slot on a relaying member and advertise the relayed address (for hosts behind NAT; default false). */
     reserve?: boolean
   }
-  /** Gossipsub heartbeat; default 1000 ms (gossipsub's own default). */
+  /** Gossipsub heartbeat; default DEFAULT_GOSSIP_HEARTBEAT_MS (gossipsub's own: 1000 ms). */
   gossipHeartbeatMs?: number
   /** How often libp2p pings each connection to find dead ones (closed on a failed ping); default 5 min (libp2p's own: 10 s). */
   connectionPingIntervalMs?: number
@@ -186,6 +186,13 @@ const OWN_ADDRESS_TTL_MS = 30 * 24 * 3600 * 1000
  * interpreted JavaScript with the peer-store update): at 20 peers the 60 s pings were ~0.1 % of a core (issue 5).
  */
 const CONNECTION_PING_INTERVAL_MS = 5 * 60_000
+/**
+ * Gossipsub's heartbeat (mesh upkeep, lazy gossip of recent message ids) every 2 s instead of every second: each
+ * one walks every topic peer and scores it, a few percent of an idle 20-peer agent's CPU (issue 5), and with flood
+ * publish a member's record reaches every connected member without it; mesh repair and lazy gossip wait 1 s longer.
+ */
+export const DEFAULT_GOSSIP_HEARTBEAT_MS = 2_000
+
 const TCP_KEEPALIVE_IDLE_MS = 30_000
 
 export function createMembershipNode(init: MembershipNodeInit, components: MembershipNodeComponents): MembershipNode {
@@ -328,7 +335,7 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         runOnLimitedConnection: true,
         allowedTopics: [topic],
         maxInboundDataLength: MAX_RECORD_BYTES,
-        heartbeatInterval: init.gossipHeartbeatMs ?? 1000,
+        heartbeatInterval: init.gossipHeartbeatMs ?? DEFAULT_GOSSIP_HEARTBEAT_MS,
         // A smaller mesh than gossipsub's default (D 6, up to 12): a member's record already goes straight to every
         // connected member (flood publish), so each mesh peer that forwards it again mostly sends a duplicate: up to
         // a dozen copies of every record with the default mesh (a CPU profile of the idle 20-peer agent put ~1 s in
@@ -340,7 +347,9 @@ export function createMembershipNode(init: MembershipNodeInit, components: Membe
         Dout: 1,
         Dlazy: 4,
         // Admitted members behind one NAT share an address; gossipsub's co-location penalty would cut them off.
-        scoreParams: { IPColocationFactorWeight: 0 },
+        // Scores decay every 5 s rather than every second: a timer fewer per second on an idle agent, and meshd's one topic
+        // has no topic score parameters, so only the behaviour penalty decays (still by 0.2 a step).
+        scoreParams: { IPColocationFactorWeight: 0, decayInterval: 5_000 },
         metricsRegister: gossipTrafficRegister(traffic),
         metricsTopicStrToLabel: new Map([[topic, 'records']]),
       }),
