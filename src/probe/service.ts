@@ -143,6 +143,14 @@ interface Pending {
   /** waiting: in time; lost: counted as a miss, kept to recognise a late reply; abandoned: its meaning changed, ignore. */
   state: 'waiting' | 'lost' | 'abandoned'
   timer?: unknown
+  /**
+   * Instead of a timer: when it is lost if still unanswered (elapsed() clock); checked by the next probe sent on the
+   * same path, which comes later. A timer cleared by the reply still wakes the process when it was due (Node
+   * re-arms its one libuv timer only when a timer fires), ~2 wasted wakeups a second on an idle 20-peer agent.
+   */
+  deadline?: number
+  /** A lost probe without a timer is forgotten after this (elapsed() clock). */
+  forgetAt?: number
   /** Set for `ping` probes: they report to the caller and do not feed the estimators. */
   onReply?: (rttMs: number) => void
 }
@@ -253,26 +261,49 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     emit({ kind: transition === 'dead' ? 'link-dead' : 'link-alive', peerId })
   }
 
-  function sendDirectProbe(entry: LinkEntry, onReply?: (rttMs: number) => void): boolean {
+  /** Arms a probe's timeout, or, when the next probe on the same path is due no sooner than that, leaves it to that probe. */
+  function awaitReply(seq: number, probe: Pending, timeoutMs: number, nextProbeInMs: number | undefined): void {
+    if (nextProbeInMs !== undefined && nextProbeInMs >= timeoutMs) {
+      probe.deadline = probe.sentAt + timeoutMs
+      return
+    }
+    probe.timer = timers.setTimeout(() => {
+      probeTimedOut(seq)
+    }, timeoutMs)
+  }
+
+  /** Probes on `path` whose deadline has passed are lost; lost ones past their grace are forgotten. */
+  function sweepDeadlines(path: (target: PendingTarget) => boolean): void {
+    const at = elapsed()
+    for (const [seq, probe] of pending) {
+      if (probe.forgetAt !== undefined && probe.forgetAt <= at) pending.delete(seq)
+      else if (probe.deadline !== undefined && probe.state === 'waiting' && probe.deadline <= at && path(probe.target)) probeTimedOut(seq)
+    }
+  }
+
+  function sendDirectProbe(entry: LinkEntry, onReply?: (rttMs: number) => void, nextProbeInMs?: number): boolean {
     if (!entry.socket) return false
     const seq = allocateSeq()
     const probe: Pending = { target: { kind: 'direct', peerId: entry.link.peerId }, sentAt: elapsed(), state: 'waiting', onReply }
     pending.set(seq, probe)
-    probe.timer = timers.setTimeout(() => {
-      probeTimedOut(seq)
-    }, onReply ? DIRECT_TIMEOUT.maxMs : probeTimeoutMs(entry.estimator, DIRECT_TIMEOUT))
+    awaitReply(seq, probe, onReply ? DIRECT_TIMEOUT.maxMs : probeTimeoutMs(entry.estimator, DIRECT_TIMEOUT), onReply ? undefined : nextProbeInMs)
     send(entry, { type: 'echo-request', seq })
     return true
   }
 
-  function scheduleDirect(entry: LinkEntry): void {
+  const directProbeDelay = (entry: LinkEntry): number => directProbeDelayMs(activePeers.has(entry.link.peerId), random(), idleLinkCount())
+
+  function scheduleDirect(entry: LinkEntry, delayMs = directProbeDelay(entry)): void {
     if (entry.probeTimer !== undefined) timers.clearTimeout(entry.probeTimer)
     entry.probeTimer = timers.setTimeout(() => {
       entry.probeTimer = undefined
       if (entry.lifetime.signal.aborted) return
-      sendDirectProbe(entry)
-      scheduleDirect(entry)
-    }, directProbeDelayMs(activePeers.has(entry.link.peerId), random(), idleLinkCount()))
+      const peerId = entry.link.peerId
+      sweepDeadlines((target) => target.kind === 'direct' && target.peerId === peerId)
+      const nextInMs = directProbeDelay(entry)
+      sendDirectProbe(entry, undefined, nextInMs)
+      scheduleDirect(entry, nextInMs)
+    }, delayMs)
   }
 
   function stopLink(entry: LinkEntry): void {
@@ -362,31 +393,35 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     }
   }
 
-  function sendRelayProbe(relayEntry: RelayEntry, returnLeg: ReturnLeg, onReply?: (rttMs: number) => void): boolean {
+  function sendRelayProbe(relayEntry: RelayEntry, returnLeg: ReturnLeg, onReply?: (rttMs: number) => void, nextProbeInMs?: number): boolean {
     const relayLink = links.get(relayEntry.relay)
     if (!relayLink?.socket) return false
     const seq = allocateSeq()
     const probe: Pending = { target: { kind: 'relay', destination: relayEntry.destination, relay: relayEntry.relay, returnLeg }, sentAt: elapsed(), state: 'waiting', onReply }
     pending.set(seq, probe)
-    probe.timer = timers.setTimeout(() => {
-      probeTimedOut(seq)
-    }, onReply ? RELAY_TIMEOUT.maxMs : probeTimeoutMs(relayEntry.estimator, RELAY_TIMEOUT))
+    awaitReply(seq, probe, onReply ? RELAY_TIMEOUT.maxMs : probeTimeoutMs(relayEntry.estimator, RELAY_TIMEOUT), onReply ? undefined : nextProbeInMs)
     send(relayLink, { type: 'relay-request', seq, returnLeg, destination: relayEntry.destination })
     return true
   }
 
-  function sendRelayProbeNow(relayEntry: RelayEntry): void {
+  /** `nextInMs`: when the following probe is already known to be due (a scheduled probe), so this one needs no timer. */
+  function sendRelayProbeNow(relayEntry: RelayEntry, nextInMs?: number): void {
     switchReturnLeg(relayEntry, returnLegFor(directAlive(relayEntry.destination)))
-    sendRelayProbe(relayEntry, relayEntry.returnLeg)
-    scheduleRelay(relayEntry)
+    sendRelayProbe(relayEntry, relayEntry.returnLeg, undefined, nextInMs)
+    scheduleRelay(relayEntry, nextInMs)
   }
 
-  function scheduleRelay(relayEntry: RelayEntry): void {
+  const relayProbeDelay = (relayEntry: RelayEntry): number =>
+    relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay, pairs: relayPairCounts() }, random())
+
+  function scheduleRelay(relayEntry: RelayEntry, delayMs = relayProbeDelay(relayEntry)): void {
     if (relayEntry.probeTimer !== undefined) timers.clearTimeout(relayEntry.probeTimer)
     relayEntry.probeTimer = timers.setTimeout(() => {
       relayEntry.probeTimer = undefined
-      sendRelayProbeNow(relayEntry)
-    }, relayProbeDelayMs({ destinationActive: activePeers.has(relayEntry.destination), directAlive: directAlive(relayEntry.destination), inUse: deps.forwardPathTo?.(relayEntry.destination) === relayEntry.relay, pairs: relayPairCounts() }, random()))
+      const { destination, relay } = relayEntry
+      sweepDeadlines((target) => target.kind === 'relay' && target.destination === destination && target.relay === relay)
+      sendRelayProbeNow(relayEntry, relayProbeDelay(relayEntry))
+    }, delayMs)
   }
 
   /** Links probed at the idle interval (for the cap on them all together); recounted at most once a second. */
@@ -439,10 +474,17 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
       return
     }
     probe.state = 'lost'
-    probe.timer = timers.setTimeout(() => {
-      pending.delete(seq)
-    }, LATE_REPLY_GRACE_MS)
-    const target = probe.target
+    if (probe.deadline === undefined) {
+      probe.timer = timers.setTimeout(() => {
+        pending.delete(seq)
+      }, LATE_REPLY_GRACE_MS)
+    } else {
+      probe.forgetAt = elapsed() + LATE_REPLY_GRACE_MS
+    }
+    countMiss(probe.target)
+  }
+
+  function countMiss(target: PendingTarget): void {
     if (target.kind === 'direct') {
       const entry = links.get(target.peerId)
       if (!entry) return
@@ -473,6 +515,11 @@ export function createProbeService(deps: ProbeServiceDeps, signal: AbortSignal):
     }
     if (probe.state === 'abandoned') return
     const target = probe.target
+    // Past a deadline nobody has checked yet: lost first, then a late reply, as if a timer had fired in time.
+    if (probe.state === 'waiting' && probe.deadline !== undefined && elapsed() >= probe.deadline) {
+      probe.state = 'lost'
+      countMiss(target)
+    }
     if (target.kind === 'direct') {
       const entry = links.get(target.peerId)
       if (!entry) return

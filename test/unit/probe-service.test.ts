@@ -26,7 +26,7 @@ interface Mesh {
 }
 
 /** The design's scenario: forward A→C 70 ms, C→A 15 ms, A–B and B–C 10 ms each way. */
-function scenario(): Mesh {
+function scenario(options: { timersOfA?: { setTimeout(callback: () => void, ms: number): unknown; clearTimeout(handle: unknown): void } } = {}): Mesh {
   const now = (): number => Date.now()
   const network = new FakeProbeNetwork(now)
   network.link('a', 'c', 70, 15)
@@ -43,7 +43,10 @@ function scenario(): Mesh {
     return seed / 2147483647
   }
   const make = (node: Node): ProbeService =>
-    createProbeService({ selfId: ids[node], logger, now, monotonicNow: now, random, socketFactory: network.socketFactory(node) }, controller.signal)
+    createProbeService(
+      { selfId: ids[node], logger, now, monotonicNow: now, random, socketFactory: network.socketFactory(node), ...(node === 'a' && options.timersOfA ? { timers: options.timersOfA } : {}) },
+      controller.signal,
+    )
   const services = { a: make('a'), b: make('b'), c: make('c') }
   for (const node of ['a', 'b', 'c'] as const) services[node].setLinks(network.linksOf(node, ids))
   const events: ProbeChangeEvent[] = []
@@ -266,6 +269,54 @@ describe('probe service (fake network, fake clock)', () => {
     await vi.advanceTimersByTimeAsync(10_000)
     expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.c })
     expect(services.a.snapshot().links.get(ids.b)?.alive).toBe(true)
+    controller.abort()
+  })
+
+  it('an idle probe answered in time leaves no timer to wake the process: its deadline is checked by the next probe on the path', async () => {
+    // Timers cleared before they fire: a cleared Node timer still wakes the process when it was due.
+    let cleared = 0
+    const live = new Set<unknown>()
+    const timersOfA = {
+      setTimeout: (callback: () => void, ms: number): unknown => {
+        const handle = setTimeout(() => {
+          live.delete(handle)
+          callback()
+        }, ms)
+        live.add(handle)
+        return handle
+      },
+      clearTimeout: (handle: unknown): void => {
+        if (live.delete(handle)) cleared++
+        clearTimeout(handle as ReturnType<typeof setTimeout>)
+      },
+    }
+    const { network, services, events, controller } = scenario({ timersOfA })
+    services.a.setRelayCandidates(new Map([[ids.c, [ids.b]]]))
+    await vi.advanceTimersByTimeAsync(5_000)
+    const samplesBefore = services.a.snapshot().links.get(ids.b)?.samples ?? 0
+    cleared = 0
+    await vi.advanceTimersByTimeAsync(20_000)
+    // A dozen or more idle probes answered on each link, relayed ones too, and no timeout cleared for them.
+    expect(services.a.snapshot().links.get(ids.b)?.samples ?? 0).toBeGreaterThan(Math.min(samplesBefore, 8))
+    expect(cleared).toBe(0)
+    // Losses are still counted, at the next probe: the idle link dies.
+    network.cut('a', 'c')
+    await vi.advanceTimersByTimeAsync(10_000)
+    expect(events).toContainEqual({ kind: 'link-dead', peerId: ids.c })
+    expect(services.a.snapshot().links.get(ids.c)?.lossPct).toBeGreaterThan(0)
+    controller.abort()
+  })
+
+  it('a reply that comes after an unchecked deadline counts as a miss and a late reply, as if a timer had fired', async () => {
+    const { network, services, controller } = scenario()
+    await vi.advanceTimersByTimeAsync(5_000)
+    const before = services.a.snapshot().links.get(ids.b)
+    expect(before?.lossPct).toBe(0)
+    // 10 ms each way becomes 1.5 s: past any idle timeout, before the next idle probe (1–2 s) has checked it.
+    network.link('a', 'b', 1_500, 10)
+    await vi.advanceTimersByTimeAsync(8_000)
+    const after = services.a.snapshot().links.get(ids.b)
+    expect(after?.lossPct).toBeGreaterThan(0)
     controller.abort()
   })
 
