@@ -7,7 +7,8 @@
 // tick: a notice comes in the wakeup of the probe packet or timeout that
 // caused it, so an idle agent wakes for no decision of its own (each wakeup
 // costs ~0.1 ms of CPU here; the 250 ms tick was 4 of an idle 3-peer agent's
-// ~15 wakeups a second, issue 5). News is decided at most every `newsMs`: a
+// ~15 wakeups a second, issue 5). News is decided at most every `newsMs`, and
+// sooner news waits for later news or the backstop rather than for a timer: a
 // better path waits out a 4 s hold anyway, and a dying one is reported as an
 // event (a direct link's or a relayed path's death) and decided at once.
 // Only a held switch (its end is a matter of time) keeps a `tickMs` timer
@@ -256,8 +257,6 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const polled = deps.probes.onVersionChange === undefined
       let timer: unknown
       let lastRunAt = Number.NEGATIVE_INFINITY
-      /** Something a decision reads has moved since the last one. */
-      let due = true
       const arm = (ms: number): void => {
         if (timer !== undefined) timers.clearTimeout(timer)
         timer = timers.setTimeout(() => {
@@ -268,17 +267,15 @@ export function createPathController(options: PathControllerOptions, deps: PathC
       const run = (): void => {
         if (signal.aborted) return
         lastRunAt = elapsed()
-        due = false
         if (controller.evaluate()) deps.onPathsChanged()
         // A held switch ends on the clock alone; otherwise the next decision waits for news, or the backstop.
         arm(holding || polled ? tickMs : maxSkipMs)
       }
+      // News too soon after a decision waits for later news (it comes several times a second on a probed mesh) or the
+      // backstop, not for a timer of its own: each timer is one more wakeup, however rarely it has work.
       const onNews = (): void => {
-        if (signal.aborted || due) return
-        due = true
-        const waitMs = lastRunAt + newsMs - elapsed()
-        if (waitMs <= 0) run()
-        else arm(waitMs)
+        if (signal.aborted) return
+        if (polled || elapsed() - lastRunAt >= newsMs) run()
       }
       requestDecision = onNews
       const unsubscribeVersion = deps.probes.onVersionChange?.(onNews)

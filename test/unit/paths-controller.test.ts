@@ -216,22 +216,28 @@ describe('path controller', () => {
       r.abort.abort()
     })
 
-    it('news within newsMs of the last decision waits out the rest of newsMs, and any number of notices make one decision', () => {
+    it('news within newsMs of the last decision arms no timer: later news decides, or else the backstop', () => {
       const r = rig()
       r.advance(1_100)
       r.news()
       const afterFirst = r.snapshots()
+      const timers = r.timersSet()
       r.advance(300)
       r.news()
       r.news()
+      expect(r.snapshots()).toBe(afterFirst)
+      expect(r.timersSet()).toBe(timers)
+      // The next news once newsMs has passed decides, in its own turn.
+      r.advance(800)
       r.news()
-      expect(r.snapshots()).toBe(afterFirst)
-      r.advance(680)
-      expect(r.snapshots()).toBe(afterFirst)
-      r.advance(20)
       expect(r.snapshots()).toBe(afterFirst + 1)
-      r.advance(3_000)
+      // News that no later news follows is decided by the backstop (maxSkipMs, 5 s by default).
+      r.advance(300)
+      r.news()
+      r.advance(4_600)
       expect(r.snapshots()).toBe(afterFirst + 1)
+      r.advance(200)
+      expect(r.snapshots()).toBe(afterFirst + 2)
       r.abort.abort()
     })
 
