@@ -34,7 +34,7 @@ import { parseNodeId, type NodeId } from '../membership/keys.js'
 import { createLinkNegotiator, type LinkNegotiator, type LinkParams } from '../membership/link-negotiation.js'
 import type { Network } from '../membership/network.js'
 import { createMembershipNode, type MembershipNode } from '../membership/node.js'
-import { HOSTNAME_FIELD, type Admission } from '../membership/records.js'
+import { differsBeyondRefresh, HOSTNAME_FIELD, type Admission } from '../membership/records.js'
 import { createMembershipService, type MembershipService } from '../membership/service.js'
 import { createToken, MAX_BOOTSTRAP_ADDRESSES, parseToken } from '../membership/token.js'
 import { chooseEndpoint, endpointChangeDue, type Endpoint, type EndpointAttempt } from '../planner/endpoint.js'
@@ -785,7 +785,11 @@ export function createAgent(init: AgentInit, components: AgentComponents): Agent
         )
         negotiator = createLinkNegotiator({ adopted: stored.links }, { node, service, identity, logger: components.logger, clock, random })
         linkStore = startLinkStore({ stateDir: init.stateDir }, { negotiator, service, logger: components.logger })
-        for (const event of ['member:up', 'member:updated', 'member:down', 'self:published'] as const) service.events.on(event, triggerOnChange)
+        for (const event of ['member:up', 'member:down', 'self:published'] as const) service.events.on(event, triggerOnChange)
+        // A plain refresh (every member's, every 200 s) changes nothing the pass builds from.
+        service.events.on('member:updated', (record, previous) => {
+          if (differsBeyondRefresh(record, previous)) triggerOnChange()
+        })
         service.events.on('self:evicted', () => {
           log.warn('this host was evicted from the network; removing its mesh')
           idle = true

@@ -22,7 +22,7 @@ import { linkAddressesFor, type PairLinkLocal } from '../membership/allocation.j
 import { parseNodeId, type NodeId } from '../membership/keys.js'
 import type { LinkNegotiator, LinkParams } from '../membership/link-negotiation.js'
 import { PRESHARED_KEY_BYTES } from '../membership/link-messages.js'
-import { ENDPOINT_SOURCES, type EndpointCandidate, type PeerRecord } from '../membership/records.js'
+import { differsBeyondRefresh, ENDPOINT_SOURCES, type EndpointCandidate, type PeerRecord } from '../membership/records.js'
 import type { MembershipService } from '../membership/service.js'
 import { parseIpv4, parseIpv6 } from '../net/ip.js'
 import { LINKS_FILE, readStateFile, writeStateFile } from './state.js'
@@ -228,10 +228,15 @@ export function startLinkStore(
   const trigger = (): void => {
     void save()
   }
+  // A plain refresh changes no link and no address stored from the members.
+  const triggerOnNews = (record: PeerRecord, previous: PeerRecord): void => {
+    if (differsBeyondRefresh(record, previous)) trigger()
+  }
 
   negotiator.events.on('link:negotiated', trigger)
   negotiator.events.on('link:removed', trigger)
-  for (const event of ['member:up', 'member:updated', 'member:down'] as const) service.events.on(event, trigger)
+  for (const event of ['member:up', 'member:down'] as const) service.events.on(event, trigger)
+  service.events.on('member:updated', triggerOnNews)
 
   return {
     save,
@@ -240,7 +245,8 @@ export function startLinkStore(
       closed = true
       negotiator.events.off('link:negotiated', trigger)
       negotiator.events.off('link:removed', trigger)
-      for (const event of ['member:up', 'member:updated', 'member:down'] as const) service.events.off(event, trigger)
+      for (const event of ['member:up', 'member:down'] as const) service.events.off(event, trigger)
+      service.events.off('member:updated', triggerOnNews)
       await writing
     },
   }

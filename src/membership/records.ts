@@ -147,6 +147,35 @@ export function nextSequence(previous: number | undefined, now: number): number 
   return Math.max((previous ?? 0) + 1, Math.floor(now))
 }
 
+/**
+ * Whether `next` says more than a periodic refresh of `previous` does: a refresh moves the sequence, the expiry,
+ * the measured link RTTs and the signature, nothing that kernel state or stored links are built from. Consumers
+ * that build those skip plain refreshes (issue 5: at 20 peers each refresh re-ran the agent's whole pass); pure.
+ */
+export function differsBeyondRefresh(next: PeerRecord, previous: PeerRecord): boolean {
+  return (
+    next.nodeId !== previous.nodeId ||
+    next.networkId !== previous.networkId ||
+    next.hostname !== previous.hostname ||
+    next.overlayIpv4 !== previous.overlayIpv4 ||
+    next.overlayIpv6 !== previous.overlayIpv6 ||
+    next.wireguardPublicKey !== previous.wireguardPublicKey ||
+    next.capabilities.wireguardBackend !== previous.capabilities.wireguardBackend ||
+    !sameItems(next.capabilities.linkKinds, previous.capabilities.linkKinds, (a, b) => a === b) ||
+    !sameItems(next.routes, previous.routes, (a, b) => a === b) ||
+    !sameItems(next.endpoints, previous.endpoints, (a, b) => a.address === b.address && a.port === b.port && a.source === b.source) ||
+    !sameItems(next.admissions, previous.admissions, (a, b) => sameBytes(a.bytes, b.bytes))
+  )
+}
+
+function sameItems<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
+  return a.length === b.length && a.every((item, i) => same(item, b[i] as T))
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i])
+}
+
 // ── Signing ──────────────────────────────────────────────────────────────────
 
 type Unsigned<T> = Omit<T, 'kind' | 'bytes'>

@@ -107,6 +107,20 @@ describe('link store file', () => {
 
 const silentLogger = () => createLogger({ pretty: false, destination: new Writable({ write: (_c, _e, done) => { done() } }) })
 
+/** A whole record for the events (the store only compares them); its endpoints are replaced per event. */
+const fullRecord = {
+  kind: 'peer',
+  nodeId: other,
+  hostname: 'other',
+  overlayIpv4: '10.0.0.2',
+  overlayIpv6: 'fd00::2',
+  wireguardPublicKey: 'key',
+  capabilities: { linkKinds: ['wireguard'], wireguardBackend: 'userspace' },
+  routes: [],
+  admissions: [],
+  linkRtts: [],
+} as unknown as PeerRecord
+
 describe('link store writer', () => {
   const world = () => {
     const links = new Map<NodeId, LinkParams>()
@@ -114,7 +128,14 @@ describe('link store writer', () => {
     const negotiatorEvents = new EventEmitter()
     const serviceEvents = new EventEmitter()
     const negotiator = { events: negotiatorEvents, links: () => links } as unknown as LinkNegotiator
-    const service = { events: serviceEvents, peers: () => peers } as unknown as MembershipService
+    let snapshots = 0
+    const service = {
+      events: serviceEvents,
+      peers: () => {
+        snapshots++
+        return peers
+      },
+    } as unknown as MembershipService
     const writes: string[] = []
     const store = startLinkStore(
       { stateDir: '/nonexistent' },
@@ -131,7 +152,12 @@ describe('link store writer', () => {
     return {
       links,
       setPeers: (next: Partial<PeerRecord>[]) => (peers = next),
-      emitMember: () => serviceEvents.emit('member:updated'),
+      /** 'member:updated' for a record whose endpoints went from `before` to `after` (a plain refresh when equal). */
+      emitMember: (after = peers[0]?.endpoints ?? [], before = after) => {
+        const record = (endpoints: PeerRecord['endpoints']) => ({ ...fullRecord, endpoints })
+        serviceEvents.emit('member:updated', record(after), record(before))
+      },
+      snapshots: () => snapshots,
       emitLink: () => negotiatorEvents.emit('link:negotiated'),
       writes,
       store,
@@ -144,12 +170,17 @@ describe('link store writer', () => {
     w.emitLink()
     await w.store.save()
     expect(w.writes).toHaveLength(1)
-    // A record refresh: same links, same addresses.
+    // A record refresh: same links, same addresses; not even looked at.
+    const looked = w.snapshots()
     for (let i = 0; i < 5; i++) w.emitMember()
+    await Promise.resolve()
+    expect(w.snapshots()).toBe(looked)
     await w.store.save()
     expect(w.writes).toHaveLength(1)
     w.setPeers([{ nodeId: other, endpoints: [{ address: '192.0.2.3', port: 4001, source: 'interface' }] }])
-    w.emitMember()
+    w.emitMember([{ address: '192.0.2.3', port: 4001, source: 'interface' }], [])
+    await Promise.resolve()
+    expect(w.snapshots()).toBeGreaterThan(looked)
     await w.store.save()
     expect(w.writes).toHaveLength(2)
     expect(decodeStoredLinks(w.writes[1] ?? '', self).bootstrap).toEqual([`/ip4/192.0.2.3/tcp/4001/p2p/${other}`])

@@ -17,6 +17,7 @@ import {
 import {
   decodeAdmission,
   decodeRecord,
+  differsBeyondRefresh,
   nextSequence,
   signAdmission,
   signEviction,
@@ -332,3 +333,29 @@ const PINNED_ADMISSION_SIGNATURE =
 const PINNED_RECORD_LENGTH = 445
 const PINNED_RECORD_SHA256 = '68f2718fcf3a82afe83f0d8e48f109a403d42587320d78cb44c23e7ec42dc334'
 
+
+describe('differsBeyondRefresh', () => {
+  const chain = [admission(founder, alice)]
+  const base = peerRecord(alice, network, chain)
+
+  it('a refresh (sequence, expiry, link RTTs, signature) is not news', () => {
+    const refreshed = peerRecord(alice, network, chain, { seq: NOW + 200_000, expiresAt: NOW + 13 * MINUTE, linkRtts: [{ peer: bob.nodeId, rttMs: 3 }] })
+    expect(differsBeyondRefresh(refreshed, base)).toBe(false)
+  })
+
+  it('anything kernel state or stored links are built from is', () => {
+    const changes: Partial<Parameters<typeof peerRecord>[3]>[] = [
+      { hostname: 'host-b' },
+      { overlayIpv4: '10.0.0.99' },
+      { overlayIpv6: 'fd00::99' },
+      { wireguardPublicKey: Buffer.alloc(32, 7).toString('base64') },
+      { endpoints: [{ address: '192.0.2.1', port: 51822, source: 'configured' }, { address: '2001:db8::1', port: 51821, source: 'observed' }] },
+      { endpoints: [{ address: '192.0.2.1', port: 51820, source: 'configured' }] },
+      { capabilities: { linkKinds: ['wireguard'], wireguardBackend: 'userspace' } },
+      { capabilities: { linkKinds: ['wireguard', 'gretap'], wireguardBackend: 'kernel' } },
+      { routes: [] },
+    ]
+    for (const change of changes) expect(differsBeyondRefresh(peerRecord(alice, network, chain, change), base), JSON.stringify(change)).toBe(true)
+    expect(differsBeyondRefresh(peerRecord(alice, network, [admission(founder, alice, { issuedAt: NOW - 1 })]), base)).toBe(true)
+  })
+})
