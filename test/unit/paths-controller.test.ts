@@ -184,6 +184,18 @@ describe('path controller', () => {
       }
     }
 
+    /** C reached through B (a relay 50 ms faster forward), after the hold, with no decision pending. */
+    function rigWithCViaB() {
+      const r = rig()
+      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
+      r.advance(0)
+      r.news()
+      r.advance(4_500)
+      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
+      r.news()
+      return r
+    }
+
     it('decides once at start, then not again without news, not even on a timer', () => {
       const r = rig()
       r.advance(0)
@@ -242,13 +254,7 @@ describe('path controller', () => {
     })
 
     it('a link death re-decides at once, however recent the last decision', () => {
-      const r = rig()
-      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
-      r.advance(0)
-      r.news()
-      r.advance(4_500)
-      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
-      r.news()
+      const r = rigWithCViaB()
       const before = r.snapshots()
       r.probes.state.snapshot.links.set('b', link('b', 20, false))
       r.probes.emit({ kind: 'link-dead', peerId: 'b' })
@@ -259,13 +265,7 @@ describe('path controller', () => {
     })
 
     it('a relayed path dying re-decides at once: traffic through that relay goes back direct', () => {
-      const r = rig()
-      r.probes.state.snapshot.relayed.set('c', new Map([['b', relayed('c', 'b', 35)]]))
-      r.advance(0)
-      r.news()
-      r.advance(4_500)
-      expect(r.controller.choices().get('c')).toEqual({ via: 'b' })
-      r.news()
+      const r = rigWithCViaB()
       const before = r.snapshots()
       r.probes.state.snapshot.relayed.set('c', new Map([['b', { ...relayed('c', 'b', 35), alive: false, lossPct: 100 }]]))
       r.probes.emit({ kind: 'relayed-dead', peerId: 'c', relay: 'b' })
