@@ -164,16 +164,12 @@ export function differsBeyondRefresh(next: PeerRecord, previous: PeerRecord): bo
     !sameItems(next.capabilities.linkKinds, previous.capabilities.linkKinds, (a, b) => a === b) ||
     !sameItems(next.routes, previous.routes, (a, b) => a === b) ||
     !sameItems(next.endpoints, previous.endpoints, (a, b) => a.address === b.address && a.port === b.port && a.source === b.source) ||
-    !sameItems(next.admissions, previous.admissions, (a, b) => sameBytes(a.bytes, b.bytes))
+    !sameItems(next.admissions, previous.admissions, (a, b) => bytesEqual(a.bytes, b.bytes))
   )
 }
 
 function sameItems<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
   return a.length === b.length && a.every((item, i) => same(item, b[i] as T))
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i])
 }
 
 // ── Signing ──────────────────────────────────────────────────────────────────

@@ -24,8 +24,6 @@ export interface ProbeSource {
   setLinks(links: ProbeLink[]): void
   setRelayCandidates(candidates: Map<string, string[]>): void
   snapshot(): ProbeSnapshot
-  /** Moves whenever a snapshot's path measurements may have changed (ProbeService.version). */
-  version?(): number
   /** Called (in a microtask) after version() moved; without it the controller re-decides every tick. */
   onVersionChange?(listener: () => void): () => void
   onChange(listener: (event: ProbeChangeEvent) => void): () => void

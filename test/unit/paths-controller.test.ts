@@ -104,14 +104,13 @@ describe('path controller', () => {
     expect(controller.choices().size).toBe(0)
   })
 
-  describe('decisions on prober news (injected timer and clock, versioned fake prober)', () => {
+  describe('decisions on prober news (injected timer and clock, fake prober)', () => {
     /**
-     * A prober whose version and notices the test drives, counting snapshots (one per decision), and a fake
+     * A prober whose notices the test drives, counting snapshots (one per decision), and a fake
      * single-slot timer: the controller keeps at most one timer armed.
      */
     function rig(options: { maxSkipMs?: number; notices?: boolean } = {}) {
       const probes = fakeProbes()
-      let version = 0
       let snapshots = 0
       const noticeListeners = new Set<() => void>()
       const source: ProbeSource = {
@@ -120,7 +119,6 @@ describe('path controller', () => {
           snapshots++
           return probes.state.snapshot
         },
-        version: () => version,
         ...(options.notices === false
           ? {}
           : {
@@ -165,9 +163,8 @@ describe('path controller', () => {
       probes.state.snapshot.links.set('b', link('b', 20))
       probes.state.snapshot.links.set('c', link('c', 85))
       controller.start(abort.signal)
-      /** A measurement moved: the version, then the notice (the prober sends it in a microtask). */
+      /** A measurement moved: the notice (the prober sends it in a microtask after its version moved). */
       const news = (): void => {
-        version++
         for (const listener of noticeListeners) listener()
       }
       return {
